@@ -1,0 +1,46 @@
+# Metering: usage metering and limit enforcement over gRPC.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CONFIGURATION ?= Release
+ADDRESS ?= http://127.0.0.1:50051
+BUF := node_modules/.bin/buf
+
+.PHONY: help build run test test-unit test-integration migrate lint servers-up servers-down clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+build: ## Build every project (warnings are errors)
+	dotnet build Metering.sln -c $(CONFIGURATION)
+
+run: ## Serve on 127.0.0.1:50051, starting local PostgreSQL and Redis when none are configured
+	deploy/local/run.sh $(ADDRESS) -c $(CONFIGURATION)
+
+test: $(BUF) ## Run every test: unit, integration (real PostgreSQL and Redis) and end-to-end
+	dotnet test Metering.sln -c $(CONFIGURATION)
+
+test-unit: ## Run the domain unit tests only (no servers needed)
+	dotnet test tests/Metering.Core.Tests -c $(CONFIGURATION)
+
+test-integration: $(BUF) ## Run the integration and end-to-end tests only
+	dotnet test tests/Metering.IntegrationTests -c $(CONFIGURATION)
+
+migrate: ## Apply the database migrations to ConnectionStrings__Postgres (or the local server) and exit
+	deploy/local/run.sh migrate -c $(CONFIGURATION)
+
+lint: $(BUF) ## Lint the protos (buf STANDARD rules)
+	cd protos && ../$(BUF) lint
+
+servers-up: ## Start the local PostgreSQL and Redis used by make run
+	deploy/local/servers.sh start
+
+servers-down: ## Stop the local PostgreSQL and Redis
+	deploy/local/servers.sh stop
+
+clean: ## Remove build output
+	dotnet clean Metering.sln -c $(CONFIGURATION)
+
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $(BUF)

@@ -1,0 +1,82 @@
+namespace Metering.Core.Errors;
+
+/// <summary>A failure the caller can act on. The gRPC layer maps each subclass to one status code in one place.</summary>
+public abstract class MeteringException(string message, Exception? inner = null) : Exception(message, inner)
+{
+    /// <summary>Machine-readable reason, UPPER_SNAKE_CASE (google.rpc.ErrorInfo.reason).</summary>
+    public abstract string Reason { get; }
+
+    /// <summary>Extra machine-readable facts (google.rpc.ErrorInfo.metadata).</summary>
+    public virtual IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>();
+}
+
+/// <summary>One invalid request field and why.</summary>
+public sealed record FieldViolation(string Field, string Description);
+
+/// <summary>The request is malformed; nothing was changed.</summary>
+public sealed class InvalidRequestException(IReadOnlyList<FieldViolation> violations)
+    : MeteringException(string.Join("; ", violations.Select(v => $"{v.Field}: {v.Description}")))
+{
+    public IReadOnlyList<FieldViolation> Violations { get; } = violations;
+
+    public override string Reason => "INVALID_ARGUMENT";
+}
+
+/// <summary>An enforced amount does not fit what is left of the limit; nothing was recorded.</summary>
+public sealed class LimitExceededException(string usageType, long limit, long remaining)
+    : MeteringException($"Usage type '{usageType}' is over its limit: limit {limit}, remaining {remaining}.")
+{
+    public string UsageType { get; } = usageType;
+
+    public override string Reason => "LIMIT_EXCEEDED";
+
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>
+    {
+        ["usage_type"] = usageType,
+        ["limit"] = limit.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["remaining"] = remaining.ToString(System.Globalization.CultureInfo.InvariantCulture),
+    };
+}
+
+/// <summary>An enforced usage type is not in the subject's plan; nothing was recorded.</summary>
+public sealed class NotInPlanException(string usageType, string planId)
+    : MeteringException($"Usage type '{usageType}' is not included in plan '{planId}'.")
+{
+    public string UsageType { get; } = usageType;
+
+    public override string Reason => "NOT_IN_PLAN";
+
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>
+    {
+        ["usage_type"] = usageType,
+        ["plan_id"] = planId,
+        ["limit"] = "0",
+        ["remaining"] = "0",
+    };
+}
+
+/// <summary>The idempotency key was already used for a different payload; nothing was recorded.</summary>
+public sealed class IdempotencyConflictException(string idempotencyKey)
+    : MeteringException($"Idempotency key '{idempotencyKey}' was already used with a different payload.")
+{
+    public override string Reason => "IDEMPOTENCY_KEY_REUSED";
+
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>
+    {
+        ["idempotency_key"] = idempotencyKey,
+    };
+}
+
+/// <summary>A store the call depends on did not answer in time; nothing acknowledged was lost.</summary>
+public sealed class StoreUnavailableException(string store, Exception inner)
+    : MeteringException($"The {store} store is unavailable: {inner.Message}", inner)
+{
+    public string Store { get; } = store;
+
+    public override string Reason => "STORE_UNAVAILABLE";
+
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>
+    {
+        ["store"] = store,
+    };
+}

@@ -1,0 +1,35 @@
+using Metering.Core.Catalog;
+using Metering.Core.Subscriptions;
+using NodaTime;
+
+namespace Metering.Core.Ports;
+
+/// <summary>Subscriptions of record (PostgreSQL).</summary>
+public interface ISubscriptionStore
+{
+    /// <summary>The subject's subscription, enrolling it on <paramref name="defaultPlanId"/> with the default calendar the first time.</summary>
+    Task<Subscription> GetOrEnrollAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Stores the subscription with a higher version. When the calendar changes, the totals of recent periods
+    /// are dropped in the same transaction so that they are rebuilt from the events under the new calendar.
+    /// </summary>
+    Task<SubscriptionChange> SaveAsync(string subjectId, string planId, BillingCalendar calendar, Instant now, CancellationToken cancellationToken);
+}
+
+/// <summary>The stored subscription and whether its calendar changed.</summary>
+public sealed record SubscriptionChange(Subscription Subscription, bool CalendarChanged);
+
+/// <summary>A cache of subscriptions (Redis), shared by every instance. Keeps the highest version it is given.</summary>
+public interface ISubscriptionCache
+{
+    Task<Subscription?> GetAsync(string subjectId, CancellationToken cancellationToken);
+
+    Task PutAsync(Subscription subscription, CancellationToken cancellationToken);
+}
+
+/// <summary>The catalog of usage types and plans the service decides with.</summary>
+public interface ICatalogProvider
+{
+    PlanCatalog Current { get; }
+}

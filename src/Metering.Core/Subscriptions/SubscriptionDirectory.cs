@@ -1,0 +1,101 @@
+using Metering.Core.Catalog;
+using Metering.Core.Errors;
+using Metering.Core.Periods;
+using Metering.Core.Ports;
+using Metering.Core.Usage;
+using Metering.Core.Validation;
+using Microsoft.Extensions.Logging;
+
+namespace Metering.Core.Subscriptions;
+
+/// <summary>A subject's subscription together with its plan.</summary>
+public sealed record SubjectPlan(Subscription Subscription, Plan Plan);
+
+/// <summary>Finds, enrolls and changes subscriptions: the cache first, the store of record behind it.</summary>
+public sealed partial class SubscriptionDirectory(
+    ISubscriptionStore store,
+    ISubscriptionCache cache,
+    ICounterStore counters,
+    ICatalogProvider catalog,
+    MeteringSettings settings,
+    TimeProvider time,
+    ILogger<SubscriptionDirectory> logger)
+{
+    /// <summary>The subject's subscription and plan, enrolling the subject on the default plan the first time.</summary>
+    public async Task<SubjectPlan> ResolveAsync(string subjectId, CancellationToken cancellationToken)
+    {
+        Subscription? subscription = null;
+        try
+        {
+            subscription = await cache.GetAsync(subjectId, cancellationToken);
+        }
+        catch (StoreUnavailableException ex)
+        {
+            LogCacheUnavailable(ex.Message);
+        }
+
+        if (subscription is null)
+        {
+            subscription = await LoadAsync(subjectId, cancellationToken);
+            await PutInCacheAsync(subscription, cancellationToken);
+        }
+
+        return WithPlan(subscription);
+    }
+
+    /// <summary>The subscription as the store of record has it now, bypassing the cache.</summary>
+    public async Task<SubjectPlan> ResolveFreshAsync(string subjectId, CancellationToken cancellationToken)
+    {
+        var subscription = await LoadAsync(subjectId, cancellationToken);
+        await PutInCacheAsync(subscription, cancellationToken);
+        return WithPlan(subscription);
+    }
+
+    /// <summary>Validates and stores a subscription change; it applies to the very next call.</summary>
+    public async Task<Subscription> SetAsync(SetSubscriptionCommand command, CancellationToken cancellationToken)
+    {
+        var anchorDay = command.BillingAnchorDay == 0 ? Subscription.DefaultBillingAnchorDay : command.BillingAnchorDay;
+        var timeZone = string.IsNullOrEmpty(command.TimeZone) ? Subscription.DefaultTimeZone : command.TimeZone;
+        new RequestValidator(catalog.Current)
+            .SubjectId("subject_id", command.SubjectId)
+            .PlanId("plan_id", command.PlanId)
+            .BillingAnchorDay("billing_anchor_day", anchorDay)
+            .TimeZone("time_zone", timeZone)
+            .ThrowIfInvalid();
+
+        var now = time.GetUtcNow().ToInstant();
+        var change = await store.SaveAsync(command.SubjectId, command.PlanId, new BillingCalendar(timeZone, anchorDay), now, cancellationToken);
+        await PutInCacheAsync(change.Subscription, cancellationToken);
+        if (change.CalendarChanged)
+        {
+            var calendar = change.Subscription.Calendar;
+            var keys = catalog.Current.UsageTypes
+                .Select(t => new CounterKey(command.SubjectId, t.Name, calendar.PeriodContaining(t.ResetPeriod, now)))
+                .ToList();
+            await counters.ForgetAsync(keys, cancellationToken);
+        }
+
+        return change.Subscription;
+    }
+
+    private Task<Subscription> LoadAsync(string subjectId, CancellationToken cancellationToken) =>
+        store.GetOrEnrollAsync(subjectId, settings.DefaultPlanId, time.GetUtcNow().ToInstant(), cancellationToken);
+
+    private async Task PutInCacheAsync(Subscription subscription, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await cache.PutAsync(subscription, cancellationToken);
+        }
+        catch (StoreUnavailableException ex)
+        {
+            LogCacheUnavailable(ex.Message);
+        }
+    }
+
+    private SubjectPlan WithPlan(Subscription subscription) =>
+        new(subscription, catalog.Current.GetPlan(subscription.PlanId));
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Subscription cache unavailable, using the store of record: {Reason}")]
+    private partial void LogCacheUnavailable(string reason);
+}

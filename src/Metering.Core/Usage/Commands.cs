@@ -1,0 +1,26 @@
+using NodaTime;
+
+namespace Metering.Core.Usage;
+
+/// <summary>An amount of one usage type, as a caller sent it (not yet validated).</summary>
+public sealed record UsageRequest(string UsageType, long Amount);
+
+/// <summary>CheckLimit: do these amounts fit, and should they be held?</summary>
+public sealed record CheckLimitCommand(
+    string SubjectId,
+    IReadOnlyList<UsageRequest> Usage,
+    bool Reserve,
+    Duration? ReservationTtl);
+
+/// <summary>TrackUsage: record what was used, once per idempotency key.</summary>
+public sealed record TrackUsageCommand(
+    string SubjectId,
+    string IdempotencyKey,
+    IReadOnlyList<UsageRequest> Usage,
+    Instant? OccurredAt,
+    string? ReservationId,
+    bool Enforce,
+    IReadOnlyDictionary<string, string> Attributes);
+
+/// <summary>SetSubscription: zero values take the defaults (anchor day 1, time zone UTC).</summary>
+public sealed record SetSubscriptionCommand(string SubjectId, string PlanId, int BillingAnchorDay, string? TimeZone);

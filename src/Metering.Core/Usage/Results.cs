@@ -1,0 +1,18 @@
+using Metering.Core.Limits;
+using NodaTime;
+
+namespace Metering.Core.Usage;
+
+/// <summary>The answer to CheckLimit.</summary>
+public sealed record CheckLimitResult(
+    bool Allowed,
+    IReadOnlyList<LimitStatus> Limits,
+    string PlanId,
+    string? ReservationId,
+    Instant? ReservationExpiresAt);
+
+/// <summary>The answer to TrackUsage.</summary>
+public sealed record TrackUsageResult(bool Duplicate, IReadOnlyList<LimitStatus> Limits);
+
+/// <summary>The answer to GetRemaining.</summary>
+public sealed record RemainingResult(string SubjectId, string PlanId, IReadOnlyList<LimitStatus> Limits);

@@ -1,0 +1,35 @@
+using Metering.Core.Subscriptions;
+using NodaTime;
+
+namespace Metering.Core.Usage;
+
+/// <summary>One line of a usage event: an amount counted in one counter's period.</summary>
+public readonly record struct UsageLine(CounterKey Key, long Amount);
+
+/// <summary>
+/// A usage event as the ledger records it. <see cref="Calendar"/> is the calendar its periods were computed with;
+/// the ledger refuses the event if the subscription's calendar changed meanwhile.
+/// </summary>
+public sealed record UsageEvent(
+    string SubjectId,
+    string IdempotencyKey,
+    string Fingerprint,
+    Instant OccurredAt,
+    Instant RecordedAt,
+    BillingCalendar Calendar,
+    IReadOnlyList<UsageLine> Lines,
+    string? ReservationId,
+    IReadOnlyDictionary<string, string> Attributes);
+
+/// <summary>What the ledger did with an event.</summary>
+public abstract record RecordOutcome
+{
+    /// <summary>Committed; the new totals of every counter the event touched.</summary>
+    public sealed record Recorded(IReadOnlyList<CounterValue> Totals) : RecordOutcome;
+
+    /// <summary>The idempotency key was recorded before, with this payload fingerprint; nothing changed.</summary>
+    public sealed record AlreadyRecorded(string Fingerprint) : RecordOutcome;
+
+    /// <summary>The subscription's calendar is no longer the event's; nothing changed, recompute the periods.</summary>
+    public sealed record CalendarChanged : RecordOutcome;
+}

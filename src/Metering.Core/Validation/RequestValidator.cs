@@ -1,0 +1,203 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Metering.Core.Catalog;
+using Metering.Core.Errors;
+using Metering.Core.Periods;
+using Metering.Core.Usage;
+using NodaTime;
+
+namespace Metering.Core.Validation;
+
+/// <summary>
+/// Collects every violation of a request before anything is touched, so a bad call changes nothing
+/// and the caller learns about all of its mistakes at once.
+/// </summary>
+public sealed partial class RequestValidator(PlanCatalog catalog)
+{
+    public const int MaxSubjectIdLength = 128;
+    public const int MaxIdempotencyKeyLength = 256;
+    public const int MaxReservationIdLength = 64;
+    public const int MaxUsageEntries = 16;
+    public const int MaxAttributes = 16;
+    public const int MaxAttributeKeyLength = 64;
+    public const int MaxAttributeValueLength = 256;
+
+    /// <summary>The largest amount one call may carry: far above any real session, far below any overflow.</summary>
+    public const long MaxAmount = 1_000_000_000;
+
+    public static readonly Duration MaxReservationTtl = Duration.FromHours(24);
+    public static readonly Duration MaxEventAge = Duration.FromDays(35);
+    public static readonly Duration MaxEventSkew = Duration.FromMinutes(5);
+
+    private readonly List<FieldViolation> _violations = [];
+
+    public RequestValidator SubjectId(string field, string? value)
+    {
+        if (string.IsNullOrEmpty(value))
+        {
+            return Add(field, "is required");
+        }
+
+        if (value.Length > MaxSubjectIdLength)
+        {
+            return Add(field, $"must be at most {MaxSubjectIdLength} characters");
+        }
+
+        return SubjectIdPattern().IsMatch(value)
+            ? this
+            : Add(field, "may contain only letters, digits and . _ - : @ + / =");
+    }
+
+    public RequestValidator Token(string field, string? value, int maxLength, bool required = true)
+    {
+        if (string.IsNullOrEmpty(value))
+        {
+            return required ? Add(field, "is required") : this;
+        }
+
+        if (value.Length > maxLength)
+        {
+            return Add(field, $"must be at most {maxLength} characters");
+        }
+
+        return value.Any(c => char.IsControl(c) || char.IsWhiteSpace(c))
+            ? Add(field, "must not contain white space or control characters")
+            : this;
+    }
+
+    public RequestValidator Usage(string field, IReadOnlyList<UsageRequest> usage)
+    {
+        if (usage.Count == 0)
+        {
+            return Add(field, "must name at least one usage type");
+        }
+
+        if (usage.Count > MaxUsageEntries)
+        {
+            return Add(field, $"must have at most {MaxUsageEntries} entries");
+        }
+
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < usage.Count; i++)
+        {
+            var entry = usage[i];
+            var entryField = $"{field}[{i}]";
+            UsageType($"{entryField}.usage_type", entry.UsageType);
+            if (!string.IsNullOrEmpty(entry.UsageType) && !seen.Add(entry.UsageType))
+            {
+                Add($"{entryField}.usage_type", $"'{entry.UsageType}' appears more than once");
+            }
+
+            if (entry.Amount <= 0)
+            {
+                Add($"{entryField}.amount", "must be positive");
+            }
+            else if (entry.Amount > MaxAmount)
+            {
+                Add($"{entryField}.amount", $"must be at most {MaxAmount.ToString(CultureInfo.InvariantCulture)}");
+            }
+        }
+
+        return this;
+    }
+
+    public RequestValidator UsageType(string field, string? name)
+    {
+        if (string.IsNullOrEmpty(name))
+        {
+            return Add(field, "is required");
+        }
+
+        return catalog.TryGetUsageType(name, out _)
+            ? this
+            : Add(field, $"unknown usage type '{Shorten(name)}'; known: {string.Join(", ", catalog.UsageTypes.Select(t => t.Name))}");
+    }
+
+    public RequestValidator PlanId(string field, string? planId)
+    {
+        if (string.IsNullOrEmpty(planId))
+        {
+            return Add(field, "is required");
+        }
+
+        return catalog.TryGetPlan(planId, out _)
+            ? this
+            : Add(field, $"unknown plan '{Shorten(planId)}'; known: {string.Join(", ", catalog.Plans.Select(p => p.Id))}");
+    }
+
+    public RequestValidator BillingAnchorDay(string field, int day) =>
+        day is >= 1 and <= 31 ? this : Add(field, "must be between 1 and 31");
+
+    public RequestValidator TimeZone(string field, string timeZone) =>
+        TimeZones.TryGet(timeZone, out _) ? this : Add(field, $"unknown IANA time zone '{Shorten(timeZone)}'");
+
+    public RequestValidator ReservationTtl(string field, Duration? ttl)
+    {
+        if (ttl is not { } value)
+        {
+            return this;
+        }
+
+        return value <= Duration.Zero || value > MaxReservationTtl
+            ? Add(field, "must be more than 0 and at most 24h")
+            : this;
+    }
+
+    public RequestValidator OccurredAt(string field, Instant? occurredAt, Instant now)
+    {
+        if (occurredAt is not { } value)
+        {
+            return this;
+        }
+
+        if (value < now - MaxEventAge)
+        {
+            return Add(field, "must be at most 35 days in the past");
+        }
+
+        return value > now + MaxEventSkew ? Add(field, "must be at most 5 minutes in the future") : this;
+    }
+
+    public RequestValidator Attributes(string field, IReadOnlyDictionary<string, string> attributes)
+    {
+        if (attributes.Count > MaxAttributes)
+        {
+            return Add(field, $"must have at most {MaxAttributes} entries");
+        }
+
+        foreach (var (key, value) in attributes)
+        {
+            if (key.Length is 0 or > MaxAttributeKeyLength)
+            {
+                Add(field, $"keys must have 1 to {MaxAttributeKeyLength} characters");
+            }
+
+            if (value.Length > MaxAttributeValueLength)
+            {
+                Add($"{field}[{Shorten(key)}]", $"must be at most {MaxAttributeValueLength} characters");
+            }
+        }
+
+        return this;
+    }
+
+    /// <summary>Throws <see cref="InvalidRequestException"/> with every violation collected so far.</summary>
+    public void ThrowIfInvalid()
+    {
+        if (_violations.Count > 0)
+        {
+            throw new InvalidRequestException([.. _violations]);
+        }
+    }
+
+    private RequestValidator Add(string field, string description)
+    {
+        _violations.Add(new FieldViolation(field, description));
+        return this;
+    }
+
+    private static string Shorten(string value) => value.Length <= 64 ? value : string.Concat(value.AsSpan(0, 64), "…");
+
+    [GeneratedRegex(@"^[A-Za-z0-9._:@+/=\-]+\z", RegexOptions.CultureInvariant)]
+    private static partial Regex SubjectIdPattern();
+}

@@ -1,0 +1,33 @@
+using Grpc.Core;
+using Metering.Api.V1;
+using Metering.Core.Ports;
+using Metering.Core.Subscriptions;
+using Metering.Core.Usage;
+using Metering.Core.Validation;
+
+namespace Metering.Server.Grpc;
+
+/// <summary>metering.v1.AdminService: plans and subscriptions for ops and billing.</summary>
+internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, ICatalogProvider catalog) : AdminService.AdminServiceBase
+{
+    public override Task<ListPlansResponse> ListPlans(ListPlansRequest request, ServerCallContext context)
+    {
+        var current = catalog.Current;
+        return Task.FromResult(new ListPlansResponse { Plans = { current.Plans.Select(p => p.ToProto(current.UsageTypes)) } });
+    }
+
+    public override async Task<SetSubscriptionResponse> SetSubscription(SetSubscriptionRequest request, ServerCallContext context)
+    {
+        var subscription = await subscriptions.SetAsync(
+            new SetSubscriptionCommand(request.SubjectId, request.PlanId, request.BillingAnchorDay, request.TimeZone),
+            context.CancellationToken);
+        return new SetSubscriptionResponse { Subscription = subscription.ToProto() };
+    }
+
+    public override async Task<GetSubscriptionResponse> GetSubscription(GetSubscriptionRequest request, ServerCallContext context)
+    {
+        new RequestValidator(catalog.Current).SubjectId("subject_id", request.SubjectId).ThrowIfInvalid();
+        var subject = await subscriptions.ResolveAsync(request.SubjectId, context.CancellationToken);
+        return new GetSubscriptionResponse { Subscription = subject.Subscription.ToProto() };
+    }
+}

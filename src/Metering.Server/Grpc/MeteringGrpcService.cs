@@ -1,0 +1,53 @@
+using Grpc.Core;
+using Metering.Api.V1;
+using Metering.Core.Usage;
+
+namespace Metering.Server.Grpc;
+
+/// <summary>metering.v1.MeteringService: maps the wire messages and delegates to <see cref="UsageMeter"/>.</summary>
+internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.MeteringServiceBase
+{
+    public override async Task<CheckLimitResponse> CheckLimit(CheckLimitRequest request, ServerCallContext context)
+    {
+        var result = await meter.CheckLimitAsync(
+            new CheckLimitCommand(request.SubjectId, request.Usage.ToDomain(), request.Reserve, request.ReservationTtl.ToDuration("reservation_ttl")),
+            context.CancellationToken);
+        return new CheckLimitResponse
+        {
+            Allowed = result.Allowed,
+            Limits = { result.Limits.Select(l => l.ToProto()) },
+            PlanId = result.PlanId,
+            ReservationId = result.ReservationId ?? string.Empty,
+            ReservationExpiresAt = result.ReservationExpiresAt?.ToTimestamp(),
+        };
+    }
+
+    public override async Task<TrackUsageResponse> TrackUsage(TrackUsageRequest request, ServerCallContext context)
+    {
+        var result = await meter.TrackUsageAsync(
+            new TrackUsageCommand(
+                request.SubjectId,
+                request.IdempotencyKey,
+                request.Usage.ToDomain(),
+                request.OccurredAt.ToInstant("occurred_at"),
+                request.ReservationId,
+                request.Enforce,
+                request.Attributes),
+            context.CancellationToken);
+        return new TrackUsageResponse { Duplicate = result.Duplicate, Limits = { result.Limits.Select(l => l.ToProto()) } };
+    }
+
+    public override async Task<GetRemainingResponse> GetRemaining(GetRemainingRequest request, ServerCallContext context)
+    {
+        var result = await meter.GetRemainingAsync(request.SubjectId, request.UsageTypes, context.CancellationToken);
+        return new GetRemainingResponse
+        {
+            SubjectId = result.SubjectId,
+            PlanId = result.PlanId,
+            Limits = { result.Limits.Select(l => l.ToProto()) },
+        };
+    }
+
+    public override async Task<ReleaseReservationResponse> ReleaseReservation(ReleaseReservationRequest request, ServerCallContext context) =>
+        new() { Released = await meter.ReleaseReservationAsync(request.SubjectId, request.ReservationId, context.CancellationToken) };
+}

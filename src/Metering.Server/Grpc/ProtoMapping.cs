@@ -1,0 +1,94 @@
+using Google.Protobuf.WellKnownTypes;
+using Metering.Core.Errors;
+using Metering.Core.Limits;
+using Metering.Core.Subscriptions;
+using Metering.Core.Usage;
+using NodaTime;
+using Duration = NodaTime.Duration;
+using Wire = Metering.Api.V1;
+
+namespace Metering.Server.Grpc;
+
+/// <summary>Maps between the wire contract (metering.v1) and the domain; no decisions here.</summary>
+internal static class ProtoMapping
+{
+    public static IReadOnlyList<UsageRequest> ToDomain(this IEnumerable<Wire.UsageAmount> usage) =>
+        [.. usage.Select(u => new UsageRequest(u.UsageType, u.Amount))];
+
+    public static Wire.LimitStatus ToProto(this LimitStatus status) => new()
+    {
+        UsageType = status.UsageType,
+        Limit = status.Limit,
+        Used = status.Used,
+        Reserved = status.Reserved,
+        Remaining = status.Remaining,
+        Decision = status.Decision switch
+        {
+            Decision.Allowed => Wire.Decision.Allowed,
+            Decision.LimitExceeded => Wire.Decision.LimitExceeded,
+            Decision.NotInPlan => Wire.Decision.NotInPlan,
+            _ => Wire.Decision.Unspecified,
+        },
+        PeriodStart = status.Period.Start.ToTimestamp(),
+        ResetsAt = status.Period.End.ToTimestamp(),
+    };
+
+    public static Wire.Subscription ToProto(this Subscription subscription) => new()
+    {
+        SubjectId = subscription.SubjectId,
+        PlanId = subscription.PlanId,
+        BillingAnchorDay = subscription.BillingAnchorDay,
+        TimeZone = subscription.TimeZone,
+        UpdatedAt = subscription.UpdatedAt.ToTimestamp(),
+    };
+
+    public static Wire.Plan ToProto(this Core.Catalog.Plan plan, IEnumerable<Core.Catalog.UsageType> usageTypes) => new()
+    {
+        PlanId = plan.Id,
+        DisplayName = plan.DisplayName,
+        Rank = plan.Rank,
+        Limits = { usageTypes.Select(t => new Wire.PlanLimit { UsageType = t.Name, Limit = plan.LimitFor(t.Name) }) },
+    };
+
+    public static Timestamp ToTimestamp(this Instant instant) => Timestamp.FromDateTimeOffset(instant.ToDateTimeOffset());
+
+    /// <summary>An optional timestamp; an out-of-range one is the caller's error, named by field.</summary>
+    public static Instant? ToInstant(this Timestamp? timestamp, string field)
+    {
+        if (timestamp is null)
+        {
+            return null;
+        }
+
+        try
+        {
+            return Instant.FromDateTimeOffset(timestamp.ToDateTimeOffset());
+        }
+        catch (ArgumentException)
+        {
+            throw new InvalidRequestException([new FieldViolation(field, "is not a valid timestamp")]);
+        }
+        catch (InvalidOperationException)
+        {
+            throw new InvalidRequestException([new FieldViolation(field, "is not a valid timestamp")]);
+        }
+    }
+
+    /// <summary>An optional duration; an out-of-range one is the caller's error, named by field.</summary>
+    public static Duration? ToDuration(this Google.Protobuf.WellKnownTypes.Duration? duration, string field)
+    {
+        if (duration is null)
+        {
+            return null;
+        }
+
+        try
+        {
+            return Duration.FromTimeSpan(duration.ToTimeSpan());
+        }
+        catch (InvalidOperationException)
+        {
+            throw new InvalidRequestException([new FieldViolation(field, "is not a valid duration")]);
+        }
+    }
+}

@@ -1,0 +1,143 @@
+using Metering.Core;
+using Metering.Core.Ports;
+using Metering.Core.Subscriptions;
+using Metering.Core.Usage;
+using Metering.Server.Grpc;
+using Metering.Storage.Postgres;
+using Metering.Storage.Redis;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+using NodaTime;
+using Npgsql;
+using OpenTelemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
+using StackExchange.Redis;
+
+namespace Metering.Server.Hosting;
+
+/// <summary>Registration of every part of the service, one method per concern.</summary>
+internal static class MeteringServiceCollectionExtensions
+{
+    /// <summary>The gRPC surface: services, error mapping, reflection and grpc.health.v1.</summary>
+    public static IServiceCollection AddMeteringGrpc(this IServiceCollection services)
+    {
+        services.AddGrpc(options =>
+        {
+            options.Interceptors.Add<ErrorInterceptor>();
+            options.MaxReceiveMessageSize = 64 * 1024;
+        });
+        services.AddGrpcReflection();
+        services.AddGrpcHealthChecks()
+            .AddCheck<PostgresHealthCheck>("postgres")
+            .AddCheck<RedisHealthCheck>("redis");
+        return services;
+    }
+
+    /// <summary>The domain: settings, clock, catalog and the use cases.</summary>
+    public static IServiceCollection AddMeteringCore(this IServiceCollection services, IConfiguration configuration)
+    {
+        var section = configuration.GetSection("Metering");
+        services.AddSingleton(new MeteringSettings
+        {
+            DefaultPlanId = section["DefaultPlanId"] ?? "free",
+            DefaultReservationTtl = Duration.FromTimeSpan(section.GetValue("DefaultReservationTtl", TimeSpan.FromHours(2))),
+            EnforceHoldTtl = Duration.FromTimeSpan(section.GetValue("EnforceHoldTtl", TimeSpan.FromMinutes(1))),
+        });
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton<CatalogProvider>();
+        services.AddSingleton<ICatalogProvider>(sp => sp.GetRequiredService<CatalogProvider>());
+        services.AddSingleton<SubscriptionDirectory>();
+        services.AddSingleton<UsageMeter>();
+        return services;
+    }
+
+    /// <summary>The ledger of record on PostgreSQL.</summary>
+    public static IServiceCollection AddMeteringPostgres(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddPooledDbContextFactory<MeteringDbContext>((sp, options) =>
+            options.UseNpgsql(RequiredConnectionString(sp, "Postgres")));
+        services.Configure<CatalogSeed>(configuration.GetSection("Catalog"));
+        services.AddSingleton<PostgresCatalogStore>();
+        services.AddSingleton<IUsageLedger, PostgresUsageLedger>();
+        services.AddSingleton<ISubscriptionStore, PostgresSubscriptionStore>();
+        return services;
+    }
+
+    /// <summary>The hot-path counters and the subscription cache on Redis.</summary>
+    public static IServiceCollection AddMeteringRedis(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<RedisOptions>().Bind(configuration.GetSection("Redis")).ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<RedisOptions>>().Value);
+        services.AddSingleton<IConnectionMultiplexer>(sp =>
+        {
+            var options = ConfigurationOptions.Parse(RequiredConnectionString(sp, "Redis"));
+            options.AbortOnConnectFail = false;
+            return ConnectionMultiplexer.Connect(options);
+        });
+        services.AddSingleton<RedisGuard>();
+        services.AddSingleton<ICounterStore, RedisCounterStore>();
+        services.AddSingleton<ISubscriptionCache, RedisSubscriptionCache>();
+        return services;
+    }
+
+    private static string RequiredConnectionString(IServiceProvider services, string name) =>
+        services.GetRequiredService<IConfiguration>().GetConnectionString(name)
+        ?? throw new InvalidOperationException($"ConnectionStrings:{name} is not set (environment: ConnectionStrings__{name}).");
+
+    /// <summary>Traces and metrics through OpenTelemetry; exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.</summary>
+    public static IServiceCollection AddMeteringTelemetry(this IServiceCollection services, IConfiguration configuration)
+    {
+        var telemetry = services.AddOpenTelemetry()
+            .ConfigureResource(resource => resource.AddService("metering"))
+            .WithTracing(tracing => tracing.AddAspNetCoreInstrumentation().AddNpgsql())
+            .WithMetrics(metrics => metrics.AddAspNetCoreInstrumentation());
+        if (!string.IsNullOrEmpty(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+        {
+            telemetry.UseOtlpExporter();
+        }
+
+        return services;
+    }
+}
+
+/// <summary>The catalog loaded at start-up.</summary>
+internal sealed class CatalogProvider : ICatalogProvider
+{
+    private Core.Catalog.PlanCatalog? _current;
+
+    public Core.Catalog.PlanCatalog Current
+    {
+        get => _current ?? throw new InvalidOperationException("The catalog has not been loaded yet.");
+        set => _current = value;
+    }
+}
+
+internal sealed class PostgresHealthCheck(IDbContextFactory<MeteringDbContext> contexts) : IHealthCheck
+{
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        await using var db = await contexts.CreateDbContextAsync(cancellationToken);
+        return await db.Database.CanConnectAsync(cancellationToken)
+            ? HealthCheckResult.Healthy()
+            : HealthCheckResult.Unhealthy("PostgreSQL does not accept connections.");
+    }
+}
+
+internal sealed class RedisHealthCheck(IConnectionMultiplexer redis) : IHealthCheck
+{
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            await redis.GetDatabase().PingAsync().WaitAsync(TimeSpan.FromSeconds(2), cancellationToken);
+            return HealthCheckResult.Healthy();
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            return HealthCheckResult.Unhealthy("Redis does not answer.", ex);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+namespace Metering.Storage.Postgres.Entities;
+
+#pragma warning disable CA2227 // EF collections are set by the materializer.
+
+/// <summary>A usage type of the catalog.</summary>
+public sealed class UsageTypeRow
+{
+    public required string Name { get; set; }
+
+    public required string Unit { get; set; }
+
+    /// <summary>"day" or "month".</summary>
+    public required string ResetPeriod { get; set; }
+}
+
+/// <summary>A plan of the catalog.</summary>
+public sealed class PlanRow
+{
+    public required string Id { get; set; }
+
+    public required string DisplayName { get; set; }
+
+    public int Rank { get; set; }
+
+    public List<PlanLimitRow> Limits { get; set; } = [];
+}
+
+/// <summary>A plan's limit for one usage type; a missing row means "not in the plan".</summary>
+public sealed class PlanLimitRow
+{
+    public required string PlanId { get; set; }
+
+    public required string UsageType { get; set; }
+
+    public long Limit { get; set; }
+}
+
+/// <summary>A subject's subscription.</summary>
+public sealed class SubscriptionRow
+{
+    public required string SubjectId { get; set; }
+
+    public required string PlanId { get; set; }
+
+    public int BillingAnchorDay { get; set; }
+
+    public required string TimeZone { get; set; }
+
+    public DateTime CreatedAt { get; set; }
+
+    public DateTime UpdatedAt { get; set; }
+
+    /// <summary>Grows with every change; caches keep the highest.</summary>
+    public long Version { get; set; }
+}
+
+/// <summary>One recorded usage event, unique per (subject, idempotency key).</summary>
+public sealed class UsageEventRow
+{
+    public long Id { get; set; }
+
+    public required string SubjectId { get; set; }
+
+    public required string IdempotencyKey { get; set; }
+
+    /// <summary>SHA-256 of the request payload: tells a retry from a reuse of the key.</summary>
+    public required string Fingerprint { get; set; }
+
+    public DateTime OccurredAt { get; set; }
+
+    public DateTime RecordedAt { get; set; }
+
+    public string? ReservationId { get; set; }
+
+    public Dictionary<string, string> Attributes { get; set; } = [];
+
+    public List<UsageEventLineRow> Lines { get; set; } = [];
+}
+
+/// <summary>One usage type's amount within an event, with the period it counts in.</summary>
+public sealed class UsageEventLineRow
+{
+    public long EventId { get; set; }
+
+    public required string UsageType { get; set; }
+
+    public long Amount { get; set; }
+
+    /// <summary>Copied from the event so that period sums need no join.</summary>
+    public required string SubjectId { get; set; }
+
+    /// <summary>Copied from the event so that period sums need no join.</summary>
+    public DateTime OccurredAt { get; set; }
+
+    public DateTime PeriodStart { get; set; }
+}
+
+/// <summary>
+/// The running total of one (subject, usage type, period), updated in the event's transaction.
+/// <see cref="Version"/> comes from one sequence, so it grows on every change, even across a rebuilt row.
+/// </summary>
+public sealed class UsageTotalRow
+{
+    public required string SubjectId { get; set; }
+
+    public required string UsageType { get; set; }
+
+    public DateTime PeriodStart { get; set; }
+
+    public DateTime PeriodEnd { get; set; }
+
+    public long Total { get; set; }
+
+    public long Version { get; set; }
+}

@@ -1,0 +1,95 @@
+using Metering.Core.Ports;
+using Metering.Core.Subscriptions;
+using Metering.Storage.Postgres.Entities;
+using Microsoft.EntityFrameworkCore;
+using NodaTime;
+
+namespace Metering.Storage.Postgres;
+
+/// <summary>Subscriptions of record on PostgreSQL.</summary>
+public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContext> contexts) : ISubscriptionStore
+{
+    /// <summary>Totals of periods that ended longer ago than this are past any late event and are left as they are.</summary>
+    private static readonly Duration LateEventWindow = Duration.FromDays(36);
+
+    public Task<Subscription> GetOrEnrollAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken) =>
+        LedgerGuard.RunAsync(token => GetOrEnrollOnceAsync(subjectId, defaultPlanId, now, token), cancellationToken);
+
+    public Task<SubscriptionChange> SaveAsync(string subjectId, string planId, BillingCalendar calendar, Instant now, CancellationToken cancellationToken) =>
+        LedgerGuard.RunAsync(token => SaveOnceAsync(subjectId, planId, calendar, now, token), cancellationToken);
+
+    private async Task<Subscription> GetOrEnrollOnceAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken)
+    {
+        await using var db = await contexts.CreateDbContextAsync(cancellationToken);
+        var row = await db.Subscriptions.AsNoTracking().SingleOrDefaultAsync(s => s.SubjectId == subjectId, cancellationToken);
+        if (row is not null)
+        {
+            return ToDomain(row);
+        }
+
+        var at = now.ToDateTimeUtc();
+        await db.Database.ExecuteSqlAsync(
+            $"""
+            INSERT INTO subscriptions (subject_id, plan_id, billing_anchor_day, time_zone, created_at, updated_at, version)
+            VALUES ({subjectId}, {defaultPlanId}, {Subscription.DefaultBillingAnchorDay}, {Subscription.DefaultTimeZone}, {at}, {at}, 1)
+            ON CONFLICT (subject_id) DO NOTHING
+            """,
+            cancellationToken);
+        return ToDomain(await db.Subscriptions.AsNoTracking().SingleAsync(s => s.SubjectId == subjectId, cancellationToken));
+    }
+
+    private async Task<SubscriptionChange> SaveOnceAsync(string subjectId, string planId, BillingCalendar calendar, Instant now, CancellationToken cancellationToken)
+    {
+        await using var db = await contexts.CreateDbContextAsync(cancellationToken);
+        await using var transaction = await db.Database.BeginTransactionAsync(cancellationToken);
+        var at = now.ToDateTimeUtc();
+        var row = await db.Subscriptions
+            .FromSql($"SELECT * FROM subscriptions WHERE subject_id = {subjectId} FOR UPDATE")
+            .SingleOrDefaultAsync(cancellationToken);
+        var calendarChanged = false;
+        if (row is null)
+        {
+            row = new SubscriptionRow
+            {
+                SubjectId = subjectId,
+                PlanId = planId,
+                BillingAnchorDay = calendar.BillingAnchorDay,
+                TimeZone = calendar.TimeZone,
+                CreatedAt = at,
+                UpdatedAt = at,
+                Version = 1,
+            };
+            db.Subscriptions.Add(row);
+        }
+        else
+        {
+            calendarChanged = row.BillingAnchorDay != calendar.BillingAnchorDay || row.TimeZone != calendar.TimeZone;
+            row.PlanId = planId;
+            row.BillingAnchorDay = calendar.BillingAnchorDay;
+            row.TimeZone = calendar.TimeZone;
+            row.UpdatedAt = at;
+            row.Version++;
+        }
+
+        await db.SaveChangesAsync(cancellationToken);
+        if (calendarChanged)
+        {
+            // Period bounds moved: drop the recent totals; they are rebuilt from the events under the new calendar.
+            var cutoff = (now - LateEventWindow).ToDateTimeUtc();
+            await db.UsageTotals
+                .Where(t => t.SubjectId == subjectId && t.PeriodEnd > cutoff)
+                .ExecuteDeleteAsync(cancellationToken);
+        }
+
+        await transaction.CommitAsync(cancellationToken);
+        return new SubscriptionChange(ToDomain(row), calendarChanged);
+    }
+
+    private static Subscription ToDomain(SubscriptionRow row) => new(
+        row.SubjectId,
+        row.PlanId,
+        row.BillingAnchorDay,
+        row.TimeZone,
+        Instant.FromDateTimeUtc(DateTime.SpecifyKind(row.UpdatedAt, DateTimeKind.Utc)),
+        row.Version);
+}

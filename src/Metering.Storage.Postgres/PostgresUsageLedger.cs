@@ -1,0 +1,147 @@
+using Metering.Core.Ports;
+using Metering.Core.Usage;
+using Metering.Storage.Postgres.Entities;
+using Microsoft.EntityFrameworkCore;
+using NodaTime;
+using Npgsql;
+
+namespace Metering.Storage.Postgres;
+
+/// <summary>
+/// The ledger on PostgreSQL. An event and the totals of its periods change in one transaction; every total
+/// change draws a new version from one sequence, so the cache can always tell the newer of two values.
+/// </summary>
+public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> contexts) : IUsageLedger
+{
+    public Task<RecordOutcome> RecordAsync(UsageEvent usageEvent, CancellationToken cancellationToken) =>
+        LedgerGuard.RunAsync(token => RecordOnceAsync(usageEvent, token), cancellationToken);
+
+    public Task<string?> FindFingerprintAsync(string subjectId, string idempotencyKey, CancellationToken cancellationToken) =>
+        LedgerGuard.RunAsync(token => FindFingerprintOnceAsync(subjectId, idempotencyKey, token), cancellationToken);
+
+    public Task<IReadOnlyList<CounterValue>> GetTotalsAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken) =>
+        LedgerGuard.RunAsync(token => GetTotalsOnceAsync(keys, token), cancellationToken);
+
+    private async Task<RecordOutcome> RecordOnceAsync(UsageEvent usageEvent, CancellationToken cancellationToken)
+    {
+        await using var db = await contexts.CreateDbContextAsync(cancellationToken);
+        await using var transaction = await db.Database.BeginTransactionAsync(cancellationToken);
+
+        // The periods were computed with this calendar: hold it still until commit, or start over.
+        var calendar = await db.Database
+            .SqlQuery<CalendarRow>($"""
+                SELECT billing_anchor_day AS "BillingAnchorDay", time_zone AS "TimeZone"
+                FROM subscriptions WHERE subject_id = {usageEvent.SubjectId} FOR SHARE
+                """)
+            .ToListAsync(cancellationToken);
+        if (calendar is not [var current] ||
+            current.BillingAnchorDay != usageEvent.Calendar.BillingAnchorDay ||
+            current.TimeZone != usageEvent.Calendar.TimeZone)
+        {
+            return new RecordOutcome.CalendarChanged();
+        }
+
+        db.UsageEvents.Add(ToRow(usageEvent));
+        try
+        {
+            await db.SaveChangesAsync(cancellationToken);
+        }
+        catch (DbUpdateException ex) when (ex.InnerException is PostgresException { SqlState: PostgresErrorCodes.UniqueViolation })
+        {
+            await transaction.RollbackAsync(cancellationToken);
+            var recorded = await FindFingerprintOnceAsync(usageEvent.SubjectId, usageEvent.IdempotencyKey, cancellationToken)
+                ?? throw new InvalidOperationException("A conflicting usage event vanished.", ex);
+            return new RecordOutcome.AlreadyRecorded(recorded);
+        }
+
+        // One statement per line, in usage type order so that concurrent events lock totals in the same order.
+        var totals = new List<CounterValue>(usageEvent.Lines.Count);
+        foreach (var line in usageEvent.Lines.OrderBy(l => l.Key.UsageType, StringComparer.Ordinal))
+        {
+            var (start, end) = Bounds(line.Key);
+            var row = await db.Database
+                .SqlQuery<TotalRow>($"""
+                    INSERT INTO usage_totals (subject_id, usage_type, period_start, period_end, total, version)
+                    SELECT {line.Key.SubjectId}, {line.Key.UsageType}, {start}, {end},
+                           COALESCE(SUM(l.amount), 0), nextval('usage_total_versions')
+                    FROM usage_event_lines l
+                    WHERE l.subject_id = {line.Key.SubjectId} AND l.usage_type = {line.Key.UsageType}
+                      AND l.occurred_at >= {start} AND l.occurred_at < {end}
+                    ON CONFLICT (subject_id, usage_type, period_start) DO UPDATE
+                    SET total = usage_totals.total + {line.Amount}, version = nextval('usage_total_versions')
+                    RETURNING total AS "Total", version AS "Version"
+                    """)
+                .ToListAsync(cancellationToken);
+            totals.Add(new CounterValue(line.Key, row[0].Total, row[0].Version));
+        }
+
+        await transaction.CommitAsync(cancellationToken);
+        return new RecordOutcome.Recorded(totals);
+    }
+
+    private async Task<string?> FindFingerprintOnceAsync(string subjectId, string idempotencyKey, CancellationToken cancellationToken)
+    {
+        await using var db = await contexts.CreateDbContextAsync(cancellationToken);
+        return await db.UsageEvents
+            .Where(e => e.SubjectId == subjectId && e.IdempotencyKey == idempotencyKey)
+            .Select(e => e.Fingerprint)
+            .SingleOrDefaultAsync(cancellationToken);
+    }
+
+    private async Task<IReadOnlyList<CounterValue>> GetTotalsOnceAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken)
+    {
+        await using var db = await contexts.CreateDbContextAsync(cancellationToken);
+        var values = new List<CounterValue>(keys.Count);
+        foreach (var key in keys)
+        {
+            var (start, end) = Bounds(key);
+
+            // A period nobody wrote to yet gets its row now, summed from the events. A concurrent first write
+            // either commits before this sum (and is in it) or finds the row and adds to it.
+            await db.Database.ExecuteSqlAsync(
+                $"""
+                INSERT INTO usage_totals (subject_id, usage_type, period_start, period_end, total, version)
+                SELECT {key.SubjectId}, {key.UsageType}, {start}, {end},
+                       COALESCE(SUM(l.amount), 0), nextval('usage_total_versions')
+                FROM usage_event_lines l
+                WHERE l.subject_id = {key.SubjectId} AND l.usage_type = {key.UsageType}
+                  AND l.occurred_at >= {start} AND l.occurred_at < {end}
+                ON CONFLICT (subject_id, usage_type, period_start) DO NOTHING
+                """,
+                cancellationToken);
+            var row = await db.UsageTotals
+                .Where(t => t.SubjectId == key.SubjectId && t.UsageType == key.UsageType && t.PeriodStart == start)
+                .Select(t => new TotalRow(t.Total, t.Version))
+                .SingleAsync(cancellationToken);
+            values.Add(new CounterValue(key, row.Total, row.Version));
+        }
+
+        return values;
+    }
+
+    private static (DateTime Start, DateTime End) Bounds(CounterKey key) =>
+        (key.Period.Start.ToDateTimeUtc(), key.Period.End.ToDateTimeUtc());
+
+    private static UsageEventRow ToRow(UsageEvent usageEvent) => new()
+    {
+        SubjectId = usageEvent.SubjectId,
+        IdempotencyKey = usageEvent.IdempotencyKey,
+        Fingerprint = usageEvent.Fingerprint,
+        OccurredAt = usageEvent.OccurredAt.ToDateTimeUtc(),
+        RecordedAt = usageEvent.RecordedAt.ToDateTimeUtc(),
+        ReservationId = string.IsNullOrEmpty(usageEvent.ReservationId) ? null : usageEvent.ReservationId,
+        Attributes = new Dictionary<string, string>(usageEvent.Attributes),
+        Lines = [.. usageEvent.Lines.Select(l => new UsageEventLineRow
+        {
+            UsageType = l.Key.UsageType,
+            Amount = l.Amount,
+            SubjectId = usageEvent.SubjectId,
+            OccurredAt = usageEvent.OccurredAt.ToDateTimeUtc(),
+            PeriodStart = l.Key.Period.Start.ToDateTimeUtc(),
+        })],
+    };
+
+    private sealed record CalendarRow(int BillingAnchorDay, string TimeZone);
+
+    private sealed record TotalRow(long Total, long Version);
+}

@@ -1,0 +1,91 @@
+using System.Globalization;
+using Metering.Core.Ports;
+using Metering.Core.Usage;
+using NodaTime;
+using StackExchange.Redis;
+
+namespace Metering.Storage.Redis;
+
+/// <summary>The counter store on Redis: each method is one Lua script over one subject's keys.</summary>
+public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard guard, RedisOptions options) : ICounterStore
+{
+    private IDatabase Database => redis.GetDatabase();
+
+    public async Task<CounterCheckResult> CheckAsync(CounterCheck check, CancellationToken cancellationToken)
+    {
+        var n = check.Lines.Count;
+        var keys = new RedisKey[n + 1];
+        var values = new RedisValue[5 + (4 * n)];
+        keys[0] = RedisKeys.Holds(check.SubjectId);
+        values[0] = check.Now.ToUnixTimeMilliseconds();
+        values[1] = check.Hold?.ReservationId ?? string.Empty;
+        values[2] = check.Hold?.ExpiresAt.ToUnixTimeMilliseconds() ?? 0;
+        values[3] = check.ExcludeReservationId ?? string.Empty;
+        values[4] = n;
+        for (var i = 0; i < n; i++)
+        {
+            var line = check.Lines[i];
+            keys[i + 1] = RedisKeys.Counter(line.Key);
+            values[5 + (4 * i)] = line.Key.UsageType;
+            values[6 + (4 * i)] = RedisKeys.Period(line.Key);
+            values[7 + (4 * i)] = line.Amount;
+            values[8 + (4 * i)] = line.Limit;
+        }
+
+        var result = (RedisResult[])(await guard.RunAsync(() => Scripts.Check.EvaluateAsync(Database, keys, values), cancellationToken))!;
+        if ((long)result[0] < 0)
+        {
+            return CounterCheckResult.MissingCounters([.. result.Skip(1).Select(i => check.Lines[(int)i - 1].Key)]);
+        }
+
+        var readings = new CounterReading[n];
+        for (var i = 0; i < n; i++)
+        {
+            readings[i] = new CounterReading((long)result[1 + (2 * i)], (long)result[2 + (2 * i)]);
+        }
+
+        return new CounterCheckResult([], readings, (long)result[0] == 1);
+    }
+
+    public async Task ApplyAsync(string subjectId, IReadOnlyList<CounterValue> values, IReadOnlyList<string> releaseReservations, CancellationToken cancellationToken)
+    {
+        if (values.Count == 0 && releaseReservations.Count == 0)
+        {
+            return;
+        }
+
+        var keys = new RedisKey[values.Count + 1];
+        var args = new List<RedisValue>(2 + (2 * values.Count) + releaseReservations.Count)
+        {
+            values.Count,
+            (long)options.CounterTtl.TotalMilliseconds,
+        };
+        keys[0] = RedisKeys.Holds(subjectId);
+        for (var i = 0; i < values.Count; i++)
+        {
+            keys[i + 1] = RedisKeys.Counter(values[i].Key);
+            args.Add(values[i].Total);
+            args.Add(values[i].Version);
+        }
+
+        args.AddRange(releaseReservations.Select(id => (RedisValue)id));
+        await guard.RunAsync(() => Scripts.Apply.EvaluateAsync(Database, keys, [.. args]), cancellationToken);
+    }
+
+    public async Task<bool> ReleaseAsync(string subjectId, string reservationId, Instant now, CancellationToken cancellationToken)
+    {
+        var result = await guard.RunAsync(
+            () => Scripts.Release.EvaluateAsync(Database, [RedisKeys.Holds(subjectId)], [reservationId, now.ToUnixTimeMilliseconds()]),
+            cancellationToken);
+        return (long)result == 1;
+    }
+
+    public async Task ForgetAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken)
+    {
+        foreach (var subject in keys.GroupBy(k => k.SubjectId, StringComparer.Ordinal))
+        {
+            RedisKey[] redisKeys = [.. subject.Select(RedisKeys.Counter)];
+            await guard.RunAsync(() => Database.KeyDeleteAsync(redisKeys), cancellationToken);
+        }
+    }
+}

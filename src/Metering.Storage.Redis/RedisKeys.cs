@@ -1,0 +1,22 @@
+using System.Globalization;
+using Metering.Core.Usage;
+using StackExchange.Redis;
+
+namespace Metering.Storage.Redis;
+
+/// <summary>
+/// The one place that names keys. Every key of a subject carries the subject in a hash tag
+/// (<c>mtr:{subject}:…</c>), so a script touching several of them runs on Redis Cluster too.
+/// </summary>
+internal static class RedisKeys
+{
+    public static RedisKey Holds(string subjectId) => $"mtr:{{{subjectId}}}:holds";
+
+    public static RedisKey Subscription(string subjectId) => $"mtr:{{{subjectId}}}:sub";
+
+    public static RedisKey Counter(CounterKey key) => $"mtr:{{{key.SubjectId}}}:c:{key.UsageType}:{Period(key)}";
+
+    /// <summary>The period as holds name it: its start in Unix seconds.</summary>
+    public static string Period(CounterKey key) =>
+        key.Period.Start.ToUnixTimeSeconds().ToString(CultureInfo.InvariantCulture);
+}

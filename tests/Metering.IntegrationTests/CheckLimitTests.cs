@@ -1,0 +1,167 @@
+using Google.Protobuf.WellKnownTypes;
+using Metering.Api.V1;
+using Metering.IntegrationTests.Infrastructure;
+using static Metering.IntegrationTests.Infrastructure.UsageTypes;
+
+namespace Metering.IntegrationTests;
+
+public sealed class CheckLimitTests : ServiceTest
+{
+    [Test]
+    public async Task CheckLimit_50ParallelReservesWith3Left_GrantsExactly3()
+    {
+        var subject = await SubscribeAsync("starter");
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => CheckAsync(subject, Interviews, 1, reserve: true)));
+
+        var granted = responses.Where(r => r.Allowed).ToList();
+        Assert.Multiple(() =>
+        {
+            Assert.That(granted, Has.Count.EqualTo(3));
+            Assert.That(granted.Select(r => r.ReservationId).Distinct().Count(), Is.EqualTo(3));
+            Assert.That(responses.Where(r => !r.Allowed).Select(r => r.ReservationId), Is.All.Empty);
+        });
+        var status = await RemainingAsync(subject, Interviews);
+        Assert.Multiple(() =>
+        {
+            Assert.That(status.Reserved, Is.EqualTo(3));
+            Assert.That(status.Remaining, Is.Zero);
+        });
+    }
+
+    [Test]
+    public async Task CheckLimit_ReserveWhenOneAmountDoesNotFit_HoldsNothing()
+    {
+        var subject = await SubscribeAsync("starter");
+        await TrackAsync(subject, Interviews, 3);
+
+        var response = await Metering.CheckLimitAsync(new CheckLimitRequest
+        {
+            SubjectId = subject,
+            Usage = { Usage(Minutes, 10), Usage(Interviews, 1) },
+            Reserve = true,
+        });
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(response.Allowed, Is.False);
+            Assert.That(response.ReservationId, Is.Empty);
+            Assert.That(response.Limits[0].Decision, Is.EqualTo(Decision.Allowed));
+            Assert.That(response.Limits[1].Decision, Is.EqualTo(Decision.LimitExceeded));
+        });
+        Assert.That((await RemainingAsync(subject, Minutes)).Reserved, Is.Zero);
+    }
+
+    [Test]
+    public async Task CheckLimit_WithoutReserve_HoldsNothing()
+    {
+        var subject = await SubscribeAsync("starter");
+
+        var response = await CheckAsync(subject, Minutes, 100);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(response.Allowed, Is.True);
+            Assert.That(response.ReservationId, Is.Empty);
+            Assert.That(response.Limits[0].Reserved, Is.Zero);
+            Assert.That(response.Limits[0].Remaining, Is.EqualTo(300));
+        });
+    }
+
+    [Test]
+    public async Task CheckLimit_HoldCountsUntilItsTtl_ThenStopsCounting()
+    {
+        var subject = await SubscribeAsync("starter");
+        var check = await Metering.CheckLimitAsync(new CheckLimitRequest
+        {
+            SubjectId = subject,
+            Usage = { Usage(Minutes, 200) },
+            Reserve = true,
+            ReservationTtl = Duration.FromTimeSpan(TimeSpan.FromMinutes(10)),
+        });
+        Assert.That(check.ReservationExpiresAt.ToDateTimeOffset(), Is.EqualTo(Start.AddMinutes(10)));
+
+        var during = await CheckAsync(subject, Minutes, 101);
+        Host.Clock.Advance(TimeSpan.FromMinutes(10));
+        try
+        {
+            var after = await CheckAsync(subject, Minutes, 101);
+            Assert.Multiple(() =>
+            {
+                Assert.That(during.Allowed, Is.False);
+                Assert.That(during.Limits[0].Reserved, Is.EqualTo(200));
+                Assert.That(during.Limits[0].Remaining, Is.EqualTo(100));
+                Assert.That(after.Allowed, Is.True);
+                Assert.That(after.Limits[0].Reserved, Is.Zero);
+                Assert.That(after.Limits[0].Remaining, Is.EqualTo(300));
+            });
+        }
+        finally
+        {
+            Host.Clock.SetUtcNow(Start);
+        }
+    }
+
+    [Test]
+    public async Task CheckLimit_DefaultHoldTtl_IsTwoHours()
+    {
+        var subject = await SubscribeAsync("starter");
+
+        var check = await CheckAsync(subject, Minutes, 5, reserve: true);
+
+        Assert.That(check.ReservationExpiresAt.ToDateTimeOffset(), Is.EqualTo(Start.AddHours(2)));
+    }
+
+    [Test]
+    public async Task ReleaseReservation_GivesTheHoldBackOnce()
+    {
+        var subject = await SubscribeAsync("starter");
+        var check = await CheckAsync(subject, Interviews, 3, reserve: true);
+        Assert.That((await RemainingAsync(subject, Interviews)).Remaining, Is.Zero);
+
+        var first = await Metering.ReleaseReservationAsync(new ReleaseReservationRequest { SubjectId = subject, ReservationId = check.ReservationId });
+        var second = await Metering.ReleaseReservationAsync(new ReleaseReservationRequest { SubjectId = subject, ReservationId = check.ReservationId });
+        var unknown = await Metering.ReleaseReservationAsync(new ReleaseReservationRequest { SubjectId = subject, ReservationId = "rsv_unknown" });
+
+        var after = await RemainingAsync(subject, Interviews);
+        Assert.Multiple(() =>
+        {
+            Assert.That(first.Released, Is.True);
+            Assert.That(second.Released, Is.False);
+            Assert.That(unknown.Released, Is.False);
+            Assert.That(after.Remaining, Is.EqualTo(3));
+        });
+    }
+
+    [Test]
+    public async Task ReleaseReservation_OfAnotherSubjectsHold_ReleasesNothing()
+    {
+        var owner = await SubscribeAsync("starter");
+        var other = await SubscribeAsync("starter");
+        var check = await CheckAsync(owner, Interviews, 2, reserve: true);
+
+        var response = await Metering.ReleaseReservationAsync(new ReleaseReservationRequest { SubjectId = other, ReservationId = check.ReservationId });
+
+        var owners = await RemainingAsync(owner, Interviews);
+        Assert.Multiple(() =>
+        {
+            Assert.That(response.Released, Is.False);
+            Assert.That(owners.Reserved, Is.EqualTo(2));
+        });
+    }
+
+    [Test]
+    public async Task CheckLimit_UnknownSubject_IsEnrolledOnTheDefaultFreePlan()
+    {
+        var subject = NewSubject();
+
+        var response = await CheckAsync(subject, Minutes, 31);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(response.PlanId, Is.EqualTo("free"));
+            Assert.That(response.Allowed, Is.False);
+            Assert.That(response.Limits[0].Limit, Is.EqualTo(30));
+        });
+    }
+}

@@ -1,0 +1,79 @@
+using Grpc.Net.Client;
+using Metering.Api.V1;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Time.Testing;
+using StackExchange.Redis;
+
+namespace Metering.IntegrationTests.Infrastructure;
+
+/// <summary>
+/// The real service, hosted in process on the real PostgreSQL and Redis, with a clock the test controls.
+/// </summary>
+public sealed class MeteringHost : WebApplicationFactory<Program>
+{
+    private readonly string _postgres;
+    private readonly string _redis;
+    private readonly IReadOnlyDictionary<string, string?> _settings;
+    private GrpcChannel? _channel;
+
+    private MeteringHost(string postgres, string redis, DateTimeOffset start, IReadOnlyDictionary<string, string?> settings)
+    {
+        _postgres = postgres;
+        _redis = redis;
+        _settings = settings;
+        Clock = new FakeTimeProvider(start);
+    }
+
+    /// <summary>The service's clock; advance it to move between periods.</summary>
+    public FakeTimeProvider Clock { get; }
+
+    public string PostgresConnectionString => _postgres;
+
+    public MeteringService.MeteringServiceClient Metering => new(Channel);
+
+    public AdminService.AdminServiceClient Admin => new(Channel);
+
+    /// <summary>Redis as the service sees it, for tests that tamper with the cache.</summary>
+    public IDatabase Redis => Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
+
+    private GrpcChannel Channel => _channel ??= GrpcChannel.ForAddress(
+        Server.BaseAddress,
+        new GrpcChannelOptions { HttpHandler = Server.CreateHandler() });
+
+    /// <summary>Starts a host on the run's servers; <paramref name="database"/> defaults to the run's shared ledger database.</summary>
+    public static async Task<MeteringHost> StartAsync(
+        DateTimeOffset start,
+        string? database = null,
+        IReadOnlyDictionary<string, string?>? settings = null)
+    {
+        var host = new MeteringHost(database ?? await SharedLedger.ConnectionStringAsync(), Servers.Instance.RedisConnectionString, start, settings ?? new Dictionary<string, string?>());
+        _ = host.Server; // builds and starts the host: migrations, seed, catalog
+        return host;
+    }
+
+    protected override void ConfigureWebHost(IWebHostBuilder builder)
+    {
+        builder.UseEnvironment("Testing");
+        builder.UseSetting("ConnectionStrings:Postgres", _postgres);
+        builder.UseSetting("ConnectionStrings:Redis", _redis);
+        foreach (var (key, value) in _settings)
+        {
+            builder.UseSetting(key, value);
+        }
+
+        builder.ConfigureServices(services =>
+        {
+            services.RemoveAll<TimeProvider>();
+            services.AddSingleton<TimeProvider>(Clock);
+        });
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        _channel?.Dispose();
+        base.Dispose(disposing);
+    }
+}

@@ -72,17 +72,22 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
         }
 
         await db.SaveChangesAsync(cancellationToken);
+        long? fence = null;
         if (calendarChanged)
         {
-            // Period bounds moved: drop the recent totals; they are rebuilt from the events under the new calendar.
+            // Period bounds moved: drop the recent totals; they are rebuilt from the events under the new calendar,
+            // each with a version above the fence drawn here.
             var cutoff = (now - LateEventWindow).ToDateTimeUtc();
             await db.UsageTotals
                 .Where(t => t.SubjectId == subjectId && t.PeriodEnd > cutoff)
                 .ExecuteDeleteAsync(cancellationToken);
+            fence = (await db.Database
+                .SqlQuery<long>($"SELECT nextval('usage_total_versions') AS \"Value\"")
+                .ToListAsync(cancellationToken))[0];
         }
 
         await transaction.CommitAsync(cancellationToken);
-        return new SubscriptionChange(ToDomain(row), calendarChanged);
+        return new SubscriptionChange(ToDomain(row), fence);
     }
 
     private static Subscription ToDomain(SubscriptionRow row) => new(

@@ -97,22 +97,21 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
             var (start, end) = Bounds(key);
 
             // A period nobody wrote to yet gets its row now, summed from the events. A concurrent first write
-            // either commits before this sum (and is in it) or finds the row and adds to it.
-            await db.Database.ExecuteSqlAsync(
-                $"""
-                INSERT INTO usage_totals (subject_id, usage_type, period_start, period_end, total, version)
-                SELECT {key.SubjectId}, {key.UsageType}, {start}, {end},
-                       COALESCE(SUM(l.amount), 0), nextval('usage_total_versions')
-                FROM usage_event_lines l
-                WHERE l.subject_id = {key.SubjectId} AND l.usage_type = {key.UsageType}
-                  AND l.occurred_at >= {start} AND l.occurred_at < {end}
-                ON CONFLICT (subject_id, usage_type, period_start) DO NOTHING
-                """,
-                cancellationToken);
-            var row = await db.UsageTotals
-                .Where(t => t.SubjectId == key.SubjectId && t.UsageType == key.UsageType && t.PeriodStart == start)
-                .Select(t => new TotalRow(t.Total, t.Version))
-                .SingleAsync(cancellationToken);
+            // either commits before this sum (and is in it) or finds the row and adds to it. An existing row is
+            // returned as it is (the no-op update makes RETURNING see the latest committed version of it).
+            var rows = await db.Database
+                .SqlQuery<TotalRow>($"""
+                    INSERT INTO usage_totals (subject_id, usage_type, period_start, period_end, total, version)
+                    SELECT {key.SubjectId}, {key.UsageType}, {start}, {end},
+                           COALESCE(SUM(l.amount), 0), nextval('usage_total_versions')
+                    FROM usage_event_lines l
+                    WHERE l.subject_id = {key.SubjectId} AND l.usage_type = {key.UsageType}
+                      AND l.occurred_at >= {start} AND l.occurred_at < {end}
+                    ON CONFLICT (subject_id, usage_type, period_start) DO UPDATE SET total = usage_totals.total
+                    RETURNING total AS "Total", version AS "Version"
+                    """)
+                .ToListAsync(cancellationToken);
+            var row = rows[0];
             values.Add(new CounterValue(key, row.Total, row.Version));
         }
 

@@ -80,12 +80,15 @@ public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard g
         return (long)result == 1;
     }
 
-    public async Task ForgetAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken)
+    public async Task FenceAsync(IReadOnlyList<CounterKey> keys, long fence, CancellationToken cancellationToken)
     {
-        foreach (var subject in keys.GroupBy(k => k.SubjectId, StringComparer.Ordinal))
+        foreach (var key in keys)
         {
-            RedisKey[] redisKeys = [.. subject.Select(RedisKeys.Counter)];
-            await guard.RunAsync(() => Database.KeyDeleteAsync(redisKeys), cancellationToken);
+            // A version without a total: the check script sees no counter and has it rebuilt;
+            // the apply script refuses any total older than the fence.
+            await guard.RunAsync(
+                () => Scripts.PutIfNewer.EvaluateAsync(Database, [RedisKeys.Counter(key)], [fence, (long)options.CounterTtl.TotalMilliseconds]),
+                cancellationToken);
         }
     }
 }

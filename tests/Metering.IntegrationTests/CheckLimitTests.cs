@@ -71,35 +71,35 @@ public sealed class CheckLimitTests : ServiceTest
     [Test]
     public async Task CheckLimit_HoldCountsUntilItsTtl_ThenStopsCounting()
     {
-        var subject = await SubscribeAsync("starter");
-        var check = await Metering.CheckLimitAsync(new CheckLimitRequest
+        await using var host = await PrivateHostAsync();
+        var subject = NewSubject();
+        await host.Admin.SetSubscriptionAsync(new SetSubscriptionRequest { SubjectId = subject, PlanId = "starter" });
+        var check = await host.Metering.CheckLimitAsync(new CheckLimitRequest
         {
             SubjectId = subject,
             Usage = { Usage(Minutes, 200) },
             Reserve = true,
             ReservationTtl = Duration.FromTimeSpan(TimeSpan.FromMinutes(10)),
         });
-        Assert.That(check.ReservationExpiresAt.ToDateTimeOffset(), Is.EqualTo(Start.AddMinutes(10)));
+        var probe = new CheckLimitRequest { SubjectId = subject, Usage = { Usage(Minutes, 101) } };
 
-        var during = await CheckAsync(subject, Minutes, 101);
-        Host.Clock.Advance(TimeSpan.FromMinutes(10));
-        try
+        var during = await host.Metering.CheckLimitAsync(probe);
+        host.Clock.Advance(TimeSpan.FromMinutes(10) - TimeSpan.FromTicks(10_000));
+        var lastMillisecond = await host.Metering.CheckLimitAsync(probe);
+        host.Clock.Advance(TimeSpan.FromTicks(10_000));
+        var after = await host.Metering.CheckLimitAsync(probe);
+
+        Assert.Multiple(() =>
         {
-            var after = await CheckAsync(subject, Minutes, 101);
-            Assert.Multiple(() =>
-            {
-                Assert.That(during.Allowed, Is.False);
-                Assert.That(during.Limits[0].Reserved, Is.EqualTo(200));
-                Assert.That(during.Limits[0].Remaining, Is.EqualTo(100));
-                Assert.That(after.Allowed, Is.True);
-                Assert.That(after.Limits[0].Reserved, Is.Zero);
-                Assert.That(after.Limits[0].Remaining, Is.EqualTo(300));
-            });
-        }
-        finally
-        {
-            Host.Clock.SetUtcNow(Start);
-        }
+            Assert.That(check.ReservationExpiresAt.ToDateTimeOffset(), Is.EqualTo(Start.AddMinutes(10)));
+            Assert.That(during.Allowed, Is.False);
+            Assert.That(during.Limits[0].Reserved, Is.EqualTo(200));
+            Assert.That(during.Limits[0].Remaining, Is.EqualTo(100));
+            Assert.That(lastMillisecond.Limits[0].Reserved, Is.EqualTo(200), "still held one millisecond before expiry");
+            Assert.That(after.Allowed, Is.True);
+            Assert.That(after.Limits[0].Reserved, Is.Zero);
+            Assert.That(after.Limits[0].Remaining, Is.EqualTo(300));
+        });
     }
 
     [Test]

@@ -147,6 +147,6 @@ public sealed class CounterConsistencyTests : ServiceTest
             connection);
         command.Parameters.AddWithValue("s", subject);
         command.Parameters.AddWithValue("t", usageType);
-        return (long)(await command.ExecuteScalarAsync())!;
+        return Convert.ToInt64(await command.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture);
     }
 }

@@ -31,13 +31,16 @@ public sealed class SeedScenarioTests : ServiceTest
     public async Task Scenario2_StarterWith3InterviewsToday_IsDenied_ThenAllowedTheNextLocalDay()
     {
         // 2026-11-18 12:00 UTC is 07:00 in New York (EST, UTC-5); the local day ends at 2026-11-19 05:00 UTC.
-        var subject = await SubscribeAsync("starter", timeZone: "America/New_York");
+        await using var host = await PrivateHostAsync();
+        var subject = NewSubject();
+        await host.Admin.SetSubscriptionAsync(new SetSubscriptionRequest { SubjectId = subject, PlanId = "starter", TimeZone = "America/New_York" });
+        var interview = new CheckLimitRequest { SubjectId = subject, Usage = { Usage(Interviews, 1) } };
         for (var i = 0; i < 3; i++)
         {
-            await TrackAsync(subject, Interviews, 1);
+            await host.Metering.TrackUsageAsync(new TrackUsageRequest { SubjectId = subject, IdempotencyKey = $"i{i}", Usage = { Usage(Interviews, 1) } });
         }
 
-        var today = await CheckAsync(subject, Interviews, 1);
+        var today = await host.Metering.CheckLimitAsync(interview);
         Assert.Multiple(() =>
         {
             Assert.That(today.Allowed, Is.False);
@@ -46,21 +49,14 @@ public sealed class SeedScenarioTests : ServiceTest
             Assert.That(today.Limits[0].ResetsAt.ToDateTimeOffset(), Is.EqualTo(new DateTimeOffset(2026, 11, 19, 5, 0, 0, TimeSpan.Zero)));
         });
 
-        Host.Clock.SetUtcNow(new DateTimeOffset(2026, 11, 19, 5, 0, 0, TimeSpan.Zero));
-        try
+        host.Clock.SetUtcNow(new DateTimeOffset(2026, 11, 19, 5, 0, 0, TimeSpan.Zero));
+        var tomorrow = await host.Metering.CheckLimitAsync(interview);
+        Assert.Multiple(() =>
         {
-            var tomorrow = await CheckAsync(subject, Interviews, 1);
-            Assert.Multiple(() =>
-            {
-                Assert.That(tomorrow.Allowed, Is.True);
-                Assert.That(tomorrow.Limits[0].Used, Is.Zero);
-                Assert.That(tomorrow.Limits[0].Remaining, Is.EqualTo(3));
-            });
-        }
-        finally
-        {
-            Host.Clock.SetUtcNow(Start);
-        }
+            Assert.That(tomorrow.Allowed, Is.True);
+            Assert.That(tomorrow.Limits[0].Used, Is.Zero);
+            Assert.That(tomorrow.Limits[0].Remaining, Is.EqualTo(3));
+        });
     }
 
     [Test]

@@ -106,22 +106,34 @@ public sealed class SubscriptionTests : ServiceTest
     }
 
     [Test]
-    public async Task SetSubscription_CalendarChangeWhileUsageIsTracked_LosesNoEvent()
+    public async Task SetSubscription_CalendarChangesWhileUsageIsTrackedAndRead_LoseNoEvent()
     {
         var subject = await SubscribeAsync("pro");
-        const int Events = 40;
+        const int Events = 150;
+        using var stop = new CancellationTokenSource();
 
-        var tracking = Task.WhenAll(Enumerable.Range(0, Events).Select(i => TrackAsync(subject, Minutes, 1, key: $"e{i}")));
+        // Readers rebuild counters under whatever calendar is current while events and calendar changes race.
+        var reader = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                await RemainingAsync(subject, Minutes);
+            }
+        });
         var changes = Task.Run(async () =>
         {
-            foreach (var (anchor, zone) in new[] { (10, "Europe/Berlin"), (1, "UTC"), (17, "America/New_York"), (5, "UTC") })
+            for (var round = 0; round < 12; round++)
             {
+                var (anchor, zone) = (round % 3) switch { 0 => (10, "Europe/Berlin"), 1 => (17, "America/New_York"), _ => (1, "UTC") };
                 await SubscribeAsync("pro", subject, anchorDay: anchor, timeZone: zone);
             }
         });
-        await Task.WhenAll(tracking, changes);
+        await Task.WhenAll(Enumerable.Range(0, Events).Select(i => TrackAsync(subject, Minutes, 1, key: $"e{i}")));
+        await changes;
+        await stop.CancelAsync();
+        await reader;
 
-        // Anchor 5 in UTC: the period started on Nov 5; every event happened at the clock's instant, Nov 18.
+        // The last calendar is anchor 1 in UTC: the period is November, and every event happened at the clock's instant, Nov 18.
         var status = await RemainingAsync(subject, Minutes);
         Assert.That(status.Used, Is.EqualTo(Events));
     }

@@ -18,6 +18,9 @@ public interface ICounterStore
     /// <summary>Releases a live hold; false when it is unknown, expired or already settled.</summary>
     Task<bool> ReleaseAsync(string subjectId, string reservationId, Instant now, CancellationToken cancellationToken);
 
-    /// <summary>Drops cached counters so that the next read rebuilds them from the ledger.</summary>
-    Task ForgetAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken);
+    /// <summary>
+    /// Empties cached counters so that the next read rebuilds them from the ledger, and keeps <paramref name="fence"/>
+    /// as their version so that a rebuild computed before the fence, landing after it, is refused.
+    /// </summary>
+    Task FenceAsync(IReadOnlyList<CounterKey> keys, long fence, CancellationToken cancellationToken);
 }

@@ -12,13 +12,14 @@ public interface ISubscriptionStore
 
     /// <summary>
     /// Stores the subscription with a higher version. When the calendar changes, the totals of recent periods
-    /// are dropped in the same transaction so that they are rebuilt from the events under the new calendar.
+    /// are dropped in the same transaction so that they are rebuilt from the events under the new calendar,
+    /// and a counter version is drawn that every rebuilt total will exceed.
     /// </summary>
     Task<SubscriptionChange> SaveAsync(string subjectId, string planId, BillingCalendar calendar, Instant now, CancellationToken cancellationToken);
 }
 
-/// <summary>The stored subscription and whether its calendar changed.</summary>
-public sealed record SubscriptionChange(Subscription Subscription, bool CalendarChanged);
+/// <summary>The stored subscription and, when its calendar changed, the counter version that fences off older totals.</summary>
+public sealed record SubscriptionChange(Subscription Subscription, long? CounterFence);
 
 /// <summary>A cache of subscriptions (Redis), shared by every instance. Keeps the highest version it is given.</summary>
 public interface ISubscriptionCache

@@ -66,13 +66,13 @@ public sealed partial class SubscriptionDirectory(
         var now = time.GetUtcNow().ToInstant();
         var change = await store.SaveAsync(command.SubjectId, command.PlanId, new BillingCalendar(timeZone, anchorDay), now, cancellationToken);
         await PutInCacheAsync(change.Subscription, cancellationToken);
-        if (change.CalendarChanged)
+        if (change.CounterFence is { } fence)
         {
             var calendar = change.Subscription.Calendar;
             var keys = catalog.Current.UsageTypes
                 .Select(t => new CounterKey(command.SubjectId, t.Name, calendar.PeriodContaining(t.ResetPeriod, now)))
                 .ToList();
-            await counters.ForgetAsync(keys, cancellationToken);
+            await counters.FenceAsync(keys, fence, cancellationToken);
         }
 
         return change.Subscription;

@@ -26,6 +26,9 @@ public abstract class ServiceTest
     [OneTimeTearDown]
     public async Task StopHostAsync() => await Host.DisposeAsync();
 
+    /// <summary>A host of its own, for a test that moves the clock (a fake clock only moves forward).</summary>
+    protected async Task<MeteringHost> PrivateHostAsync() => await MeteringHost.StartAsync(Start);
+
     protected static string NewSubject(string prefix = "user") => $"{prefix}-{Guid.NewGuid():N}";
 
     protected static UsageAmount Usage(string usageType, long amount) => new() { UsageType = usageType, Amount = amount };

@@ -1,0 +1,543 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Sockets;
+using System.Text;
+using Npgsql;
+
+namespace Metering.IntegrationTests.Infrastructure;
+
+/// <summary>Finds (or, on Debian/Ubuntu as root, installs) the PostgreSQL and Redis server binaries.</summary>
+internal static class ServerBinaries
+{
+    private static readonly SemaphoreSlim InstallGate = new(1, 1);
+
+    /// <summary>Folder holding initdb and postgres: PATH first, then the highest /usr/lib/postgresql/N/bin (and other usual places).</summary>
+    public static string? FindPostgresBinDirectory()
+    {
+        var initdb = Executables.FindOnPath("initdb");
+        if (initdb is not null && Executables.IsExecutableFile(Path.Combine(Path.GetDirectoryName(initdb)!, "postgres")))
+        {
+            return Path.GetDirectoryName(initdb);
+        }
+
+        var versioned = new List<(Version Version, string BinDirectory)>();
+        void AddVersioned(string parent, string prefix, string suffix)
+        {
+            if (!Directory.Exists(parent))
+            {
+                return;
+            }
+
+            foreach (var directory in Directory.EnumerateDirectories(parent, prefix + "*"))
+            {
+                var versionText = Path.GetFileName(directory)[prefix.Length..];
+                var bin = Path.Combine(directory, suffix);
+                if (Version.TryParse(versionText.Contains('.', StringComparison.Ordinal) ? versionText : versionText + ".0", out var version)
+                    && Executables.IsExecutableFile(Path.Combine(bin, "initdb"))
+                    && Executables.IsExecutableFile(Path.Combine(bin, "postgres")))
+                {
+                    versioned.Add((version, bin));
+                }
+            }
+        }
+
+        AddVersioned("/usr/lib/postgresql", "", "bin"); // Debian, Ubuntu
+        AddVersioned("/usr", "pgsql-", "bin"); // RHEL, Fedora (PGDG)
+        AddVersioned("/usr/local/opt", "postgresql@", "bin"); // Homebrew (Intel)
+        AddVersioned("/opt/homebrew/opt", "postgresql@", "bin"); // Homebrew (Apple silicon)
+        return versioned.OrderByDescending(v => v.Version).Select(v => v.BinDirectory).FirstOrDefault();
+    }
+
+    public static string? FindRedisServer()
+    {
+        return Executables.Find("redis-server", "/usr/bin", "/usr/sbin", "/usr/local/bin", "/opt/homebrew/bin");
+    }
+
+    /// <summary>
+    /// Makes sure the requested binaries exist: installs the missing ones with apt-get on Debian/Ubuntu when running as root,
+    /// otherwise throws one exception that says what to install.
+    /// </summary>
+    public static async Task EnsureAsync(bool postgres, bool redis, string whyLocal, CancellationToken cancellationToken)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            throw new InvalidOperationException(
+                $"{whyLocal}, and local PostgreSQL/Redis server processes are not supported on Windows. " +
+                "Start Docker Desktop, or set METERING_TEST_POSTGRES (an Npgsql connection string) and METERING_TEST_REDIS (a StackExchange.Redis configuration string).");
+        }
+
+        await InstallGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var missing = Missing(postgres, redis);
+            if (missing.Count == 0)
+            {
+                return;
+            }
+
+            var packages = string.Join(' ', missing.Select(m => m.DebianPackage));
+            if (File.Exists("/etc/debian_version") && UnixUsers.IsRoot() && Executables.Find("apt-get", "/usr/bin") is { } aptGet)
+            {
+                var environment = new Dictionary<string, string> { ["DEBIAN_FRONTEND"] = "noninteractive" };
+                string[] install = ["install", "-y", "-q", .. missing.Select(m => m.DebianPackage)];
+                var result = await Commands.RunAsync(aptGet, install, TimeSpan.FromMinutes(15), cancellationToken, environment: environment).ConfigureAwait(false);
+                if (result.ExitCode != 0)
+                {
+                    var update = await Commands.RunAsync(aptGet, ["update", "-q"], TimeSpan.FromMinutes(10), cancellationToken, environment: environment).ConfigureAwait(false);
+                    result = await Commands.RunAsync(aptGet, install, TimeSpan.FromMinutes(15), cancellationToken, environment: environment).ConfigureAwait(false);
+                    if (result.ExitCode != 0)
+                    {
+                        throw new InvalidOperationException(
+                            $"{whyLocal}; installing the servers with 'apt-get install -y {packages}' failed (exit code {result.ExitCode}).\n" +
+                            $"apt-get update said:\n{Tail(update.Output, 15)}\napt-get install said:\n{Tail(result.Output, 30)}");
+                    }
+                }
+
+                missing = Missing(postgres, redis);
+                if (missing.Count == 0)
+                {
+                    return;
+                }
+            }
+
+            throw new InvalidOperationException(
+                $"{whyLocal}, and {string.Join(" and ", missing.Select(m => m.What))} could not be found. " +
+                $"Install them (Debian/Ubuntu: 'sudo apt-get install -y {packages}'; Fedora/RHEL: 'sudo dnf install -y {string.Join(' ', missing.Select(m => m.RpmPackage))}'; " +
+                $"macOS: 'brew install {string.Join(' ', missing.Select(m => m.BrewPackage))}'), or start a Docker engine, " +
+                "or set METERING_TEST_POSTGRES (an Npgsql connection string) and METERING_TEST_REDIS (a StackExchange.Redis configuration string).");
+        }
+        finally
+        {
+            InstallGate.Release();
+        }
+    }
+
+    private static List<(string What, string DebianPackage, string RpmPackage, string BrewPackage)> Missing(bool postgres, bool redis)
+    {
+        var missing = new List<(string, string, string, string)>();
+        if (postgres && FindPostgresBinDirectory() is null)
+        {
+            missing.Add(("the PostgreSQL server binaries (initdb and postgres, looked for on PATH and in /usr/lib/postgresql/*/bin)", "postgresql", "postgresql-server", "postgresql@16"));
+        }
+
+        if (redis && FindRedisServer() is null)
+        {
+            missing.Add(("redis-server (looked for on PATH)", "redis-server", "redis", "redis"));
+        }
+
+        return missing;
+    }
+
+    internal static string Tail(string text, int lines)
+    {
+        var all = text.TrimEnd('\n').Split('\n');
+        return string.Join('\n', all.Skip(Math.Max(0, all.Length - lines)));
+    }
+}
+
+/// <summary>
+/// A throwaway PostgreSQL cluster: initdb into a fresh temp folder, postgres on a free 127.0.0.1 port with trust
+/// authentication and durability switched off. When the test host runs as root, the cluster runs as the unprivileged
+/// user "postgres" (if it exists) or "nobody", through setpriv.
+/// </summary>
+internal sealed class LocalPostgres : IAsyncDisposable
+{
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
+
+    private readonly Process process;
+    private readonly OutputBuffer output;
+    private readonly string rootDirectory;
+    private readonly Watchdog watchdog;
+    private readonly IDisposable exitRegistration;
+    private int disposed;
+
+    private LocalPostgres(Process process, OutputBuffer output, string rootDirectory, int port, string description)
+    {
+        this.process = process;
+        this.output = output;
+        this.rootDirectory = rootDirectory;
+        Description = description;
+        ConnectionString = new NpgsqlConnectionStringBuilder
+        {
+            Host = "127.0.0.1",
+            Port = port,
+            Database = "postgres",
+            Username = "postgres",
+            Password = "postgres",
+        }.ConnectionString;
+        watchdog = Watchdog.Start(process, "QUIT", rootDirectory);
+        exitRegistration = ExitCleanup.Register(() =>
+        {
+            if (watchdog.IsActive)
+            {
+                watchdog.Trigger();
+                return;
+            }
+
+            Signals.Stop(process, Signals.Quit, TimeSpan.FromSeconds(5));
+            TryDeleteDirectory(rootDirectory);
+        });
+    }
+
+    public string ConnectionString { get; }
+
+    public string Description { get; }
+
+    public static async Task<LocalPostgres> StartAsync(string binDirectory, CancellationToken cancellationToken)
+    {
+        (string Name, string Uid, string Gid)? runAs = null;
+        string? setpriv = null;
+        if (UnixUsers.IsRoot())
+        {
+            runAs = await UnixUsers.FindUserAsync(["postgres", "nobody"], cancellationToken).ConfigureAwait(false)
+                ?? throw new InvalidOperationException("PostgreSQL refuses to run as root, and neither a 'postgres' nor a 'nobody' user exists to run it as.");
+            setpriv = Executables.Find("setpriv", "/usr/bin", "/bin")
+                ?? throw new InvalidOperationException("PostgreSQL refuses to run as root, and setpriv (util-linux) was not found to drop privileges. Install util-linux.");
+        }
+
+        // As root, use /tmp: TMPDIR may point somewhere the unprivileged user cannot reach.
+        var tempBase = runAs is null ? Path.GetTempPath() : "/tmp";
+        var rootDirectory = Path.Combine(tempBase, "metering-test-pg-" + Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(rootDirectory);
+        try
+        {
+            if (runAs is { } user)
+            {
+                var chown = await Commands.RunAsync(Executables.Find("chown", "/usr/bin", "/bin") ?? "chown", [$"{user.Uid}:{user.Gid}", rootDirectory], TimeSpan.FromSeconds(30), cancellationToken)
+                    .ConfigureAwait(false);
+                if (chown.ExitCode != 0)
+                {
+                    throw new InvalidOperationException($"chown of {rootDirectory} to {user.Name} failed: {chown.Output}");
+                }
+            }
+
+            string[] Command(string executable, IEnumerable<string> arguments) => runAs is { } u
+                ? [setpriv!, $"--reuid={u.Uid}", $"--regid={u.Gid}", "--clear-groups", "--", Path.Combine(binDirectory, executable), .. arguments]
+                : [Path.Combine(binDirectory, executable), .. arguments];
+
+            var dataDirectory = Path.Combine(rootDirectory, "data");
+            var initdb = Command("initdb", ["-D", dataDirectory, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]);
+            var initdbResult = await Commands.RunAsync(initdb[0], initdb.Skip(1), TimeSpan.FromMinutes(2), cancellationToken, workingDirectory: rootDirectory)
+                .ConfigureAwait(false);
+            if (initdbResult.ExitCode != 0)
+            {
+                throw new InvalidOperationException(
+                    $"initdb failed (exit code {initdbResult.ExitCode}): {Commands.Describe(initdb[0], initdb.Skip(1))}\n{ServerBinaries.Tail(initdbResult.Output, 30)}");
+            }
+
+            var userText = runAs is { } runAsUser ? $", as user {runAsUser.Name}" : "";
+            for (var attempt = 1; ; attempt++)
+            {
+                var port = TcpPorts.GetFreeLoopbackPort();
+                var postgres = Command("postgres",
+                [
+                    "-D", dataDirectory,
+                    "-p", port.ToString(CultureInfo.InvariantCulture),
+                    "-c", "listen_addresses=127.0.0.1",
+                    "-c", "unix_socket_directories=",
+                    "-c", "fsync=off",
+                    "-c", "synchronous_commit=off",
+                    "-c", "full_page_writes=off",
+                    "-c", "max_connections=300",
+                    "-c", "jit=off",
+                    "-c", "logging_collector=off",
+                    "-c", "log_min_messages=warning",
+                ]);
+                var output = new OutputBuffer();
+                var process = StartProcess(postgres, rootDirectory, output);
+                var server = new LocalPostgres(process, output, rootDirectory, port, $"local process ({binDirectory}/postgres{userText}, 127.0.0.1:{port})");
+                try
+                {
+                    await server.WaitUntilReadyAsync(cancellationToken).ConfigureAwait(false);
+                    return server;
+                }
+                catch (PortInUseException) when (attempt < 3)
+                {
+                    await server.StopProcessAsync().ConfigureAwait(false);
+                }
+                catch
+                {
+                    await server.StopProcessAsync().ConfigureAwait(false);
+                    throw;
+                }
+            }
+        }
+        catch
+        {
+            TryDeleteDirectory(rootDirectory);
+            throw;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref disposed, 1) != 0)
+        {
+            return;
+        }
+
+        await StopProcessAsync().ConfigureAwait(false);
+        TryDeleteDirectory(rootDirectory);
+    }
+
+    internal static Process StartProcess(IReadOnlyList<string> command, string workingDirectory, OutputBuffer output)
+    {
+        var startInfo = new ProcessStartInfo(command[0])
+        {
+            UseShellExecute = false,
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = workingDirectory,
+        };
+        foreach (var argument in command.Skip(1))
+        {
+            startInfo.ArgumentList.Add(argument);
+        }
+
+        var process = new Process { StartInfo = startInfo };
+        output.Attach(process);
+        process.Start();
+        process.StandardInput.Close();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return process;
+    }
+
+    internal static void TryDeleteDirectory(string directory)
+    {
+        try
+        {
+            if (Directory.Exists(directory))
+            {
+                Directory.Delete(directory, recursive: true);
+            }
+        }
+        catch (IOException)
+        {
+            // A process may still be writing; the watchdog or the OS temp cleaner gets it later.
+        }
+        catch (UnauthorizedAccessException)
+        {
+            // Same.
+        }
+    }
+
+    private async Task StopProcessAsync()
+    {
+        exitRegistration.Dispose();
+        watchdog.Dispose();
+
+        // SIGQUIT = immediate shutdown: the data is thrown away, so there is nothing to checkpoint.
+        await Signals.StopAsync(process, Signals.Quit, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        process.Dispose();
+    }
+
+    private async Task WaitUntilReadyAsync(CancellationToken cancellationToken)
+    {
+        var probe = new NpgsqlConnectionStringBuilder(ConnectionString) { Pooling = false, Timeout = 3 }.ConnectionString;
+        var deadline = Stopwatch.StartNew();
+        Exception? lastError = null;
+        while (true)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (process.HasExited)
+            {
+                await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false); // drains the output
+                var log = output.Tail(40);
+                var message = $"PostgreSQL ({Description}) exited with code {process.ExitCode} before accepting connections. Log:\n{log}";
+                throw log.Contains("Address already in use", StringComparison.OrdinalIgnoreCase) || log.Contains("could not bind", StringComparison.OrdinalIgnoreCase)
+                    ? new PortInUseException(message)
+                    : new InvalidOperationException(message);
+            }
+
+            try
+            {
+                await using var connection = new NpgsqlConnection(probe);
+                await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
+                await using var command = new NpgsqlCommand("select 1", connection);
+                await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            catch (Exception e) when (e is NpgsqlException or SocketException or IOException or TimeoutException)
+            {
+                lastError = e;
+            }
+
+            if (deadline.Elapsed > StartTimeout)
+            {
+                throw new TimeoutException(
+                    $"PostgreSQL ({Description}) did not accept connections within {StartTimeout.TotalSeconds:0} s (last error: {lastError.Message}). Log:\n{output.Tail(40)}");
+            }
+
+            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+        }
+    }
+}
+
+/// <summary>A throwaway redis-server on a free 127.0.0.1 port, without persistence, in a fresh temp folder.</summary>
+internal sealed class LocalRedis : IAsyncDisposable
+{
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
+
+    private readonly Process process;
+    private readonly OutputBuffer output;
+    private readonly string rootDirectory;
+    private readonly int port;
+    private readonly Watchdog watchdog;
+    private readonly IDisposable exitRegistration;
+    private int disposed;
+
+    private LocalRedis(Process process, OutputBuffer output, string rootDirectory, int port, string description)
+    {
+        this.process = process;
+        this.output = output;
+        this.rootDirectory = rootDirectory;
+        this.port = port;
+        Description = description;
+        ConnectionString = $"127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)},allowAdmin=true";
+        watchdog = Watchdog.Start(process, "TERM", rootDirectory);
+        exitRegistration = ExitCleanup.Register(() =>
+        {
+            if (watchdog.IsActive)
+            {
+                watchdog.Trigger();
+                return;
+            }
+
+            Signals.Stop(process, Signals.Terminate, TimeSpan.FromSeconds(5));
+            LocalPostgres.TryDeleteDirectory(rootDirectory);
+        });
+    }
+
+    public string ConnectionString { get; }
+
+    public string Description { get; }
+
+    public static async Task<LocalRedis> StartAsync(string redisServer, CancellationToken cancellationToken)
+    {
+        var rootDirectory = Path.Combine(Path.GetTempPath(), "metering-test-redis-" + Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(rootDirectory);
+        try
+        {
+            for (var attempt = 1; ; attempt++)
+            {
+                var port = TcpPorts.GetFreeLoopbackPort();
+                string[] command =
+                [
+                    redisServer,
+                    "--port", port.ToString(CultureInfo.InvariantCulture),
+                    "--bind", "127.0.0.1",
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--dir", rootDirectory,
+                    "--daemonize", "no",
+                    "--protected-mode", "no",
+                    "--loglevel", "warning",
+                ];
+                var output = new OutputBuffer();
+                var process = LocalPostgres.StartProcess(command, rootDirectory, output);
+                var server = new LocalRedis(process, output, rootDirectory, port, $"local process ({redisServer}, 127.0.0.1:{port})");
+                try
+                {
+                    await server.WaitUntilReadyAsync(cancellationToken).ConfigureAwait(false);
+                    return server;
+                }
+                catch (PortInUseException) when (attempt < 3)
+                {
+                    await server.StopProcessAsync().ConfigureAwait(false);
+                }
+                catch
+                {
+                    await server.StopProcessAsync().ConfigureAwait(false);
+                    throw;
+                }
+            }
+        }
+        catch
+        {
+            LocalPostgres.TryDeleteDirectory(rootDirectory);
+            throw;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref disposed, 1) != 0)
+        {
+            return;
+        }
+
+        await StopProcessAsync().ConfigureAwait(false);
+        LocalPostgres.TryDeleteDirectory(rootDirectory);
+    }
+
+    private async Task StopProcessAsync()
+    {
+        exitRegistration.Dispose();
+        watchdog.Dispose();
+        await Signals.StopAsync(process, Signals.Terminate, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        process.Dispose();
+    }
+
+    private async Task WaitUntilReadyAsync(CancellationToken cancellationToken)
+    {
+        var deadline = Stopwatch.StartNew();
+        Exception? lastError = null;
+        while (true)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (process.HasExited)
+            {
+                await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
+                var log = output.Tail(40);
+                var message = $"redis-server ({Description}) exited with code {process.ExitCode} before accepting connections. Log:\n{log}";
+                throw log.Contains("Address already in use", StringComparison.OrdinalIgnoreCase)
+                    ? new PortInUseException(message)
+                    : new InvalidOperationException(message);
+            }
+
+            try
+            {
+                if (await PingAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    return;
+                }
+            }
+            catch (Exception e) when (e is SocketException or IOException or TimeoutException)
+            {
+                lastError = e;
+            }
+
+            if (deadline.Elapsed > StartTimeout)
+            {
+                throw new TimeoutException(
+                    $"redis-server ({Description}) did not answer PING within {StartTimeout.TotalSeconds:0} s (last error: {lastError?.Message ?? "no PONG"}). Log:\n{output.Tail(40)}");
+            }
+
+            await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private async Task<bool> PingAsync(CancellationToken cancellationToken)
+    {
+        using var timeoutSource = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeoutSource.CancelAfter(TimeSpan.FromSeconds(2));
+        try
+        {
+            using var client = new TcpClient();
+            await client.ConnectAsync("127.0.0.1", port, timeoutSource.Token).ConfigureAwait(false);
+            var stream = client.GetStream();
+            await stream.WriteAsync("PING\r\n"u8.ToArray(), timeoutSource.Token).ConfigureAwait(false);
+            var buffer = new byte[64];
+            var read = await stream.ReadAsync(buffer, timeoutSource.Token).ConfigureAwait(false);
+            return Encoding.ASCII.GetString(buffer, 0, read).StartsWith("+PONG", StringComparison.Ordinal);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new TimeoutException("PING timed out.");
+        }
+    }
+}
+
+internal sealed class PortInUseException(string message) : Exception(message);

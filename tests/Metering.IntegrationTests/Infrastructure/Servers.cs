@@ -1,0 +1,35 @@
+using Metering.IntegrationTests.Infrastructure;
+using NUnit.Framework;
+
+namespace Metering.IntegrationTests;
+
+/// <summary>
+/// Starts one <see cref="TestServers"/> (PostgreSQL and Redis) for every test in the Metering.IntegrationTests namespace
+/// and below, and stops it after the last one.
+/// </summary>
+[SetUpFixture]
+public sealed class Servers
+{
+    private static TestServers? instance;
+
+    /// <summary>The servers of this test run; available from the tests' set-up on.</summary>
+    public static TestServers Instance => instance
+        ?? throw new InvalidOperationException("The test servers are not running: Servers.Instance is only available to tests in the Metering.IntegrationTests namespace (or below), after the [SetUpFixture] has run.");
+
+    [OneTimeSetUp]
+    public async Task StartServersAsync()
+    {
+        instance = await TestServers.StartAsync().ConfigureAwait(false);
+        await TestContext.Progress.WriteLineAsync($"Integration test servers: {instance.Source}").ConfigureAwait(false);
+    }
+
+    [OneTimeTearDown]
+    public async Task StopServersAsync()
+    {
+        var servers = Interlocked.Exchange(ref instance, null);
+        if (servers is not null)
+        {
+            await servers.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+using System.Text.Json;
+using Metering.IntegrationTests.Infrastructure;
+
+namespace Metering.IntegrationTests;
+
+/// <summary>
+/// End to end, the way ops work: the real server process, called through server reflection with
+/// <c>buf curl</c> (a grpcurl-like client). The calls are the README's examples.
+/// </summary>
+public sealed class SmokeTests
+{
+    private ServerProcess _server = null!;
+
+    [OneTimeSetUp]
+    public async Task StartServerAsync()
+    {
+        _server = await ServerProcess.StartAsync(ServerDll(), new Dictionary<string, string>
+        {
+            ["ConnectionStrings__Postgres"] = await SharedLedger.ConnectionStringAsync(),
+            ["ConnectionStrings__Redis"] = Servers.Instance.RedisConnectionString,
+        });
+    }
+
+    [OneTimeTearDown]
+    public async Task StopServerAsync() => await _server.DisposeAsync();
+
+    [Test]
+    public async Task Health_ReportsServing()
+    {
+        var health = await CallAsync("grpc.health.v1.Health/Check", "{}");
+
+        Assert.That(health.GetProperty("status").GetString(), Is.EqualTo("SERVING"), _server.Output);
+    }
+
+    [Test]
+    public async Task InterviewFlow_ThroughReflection_ReservesSettlesAndReports()
+    {
+        var subject = $"smoke-{Guid.NewGuid():N}";
+        await CallAsync("metering.v1.AdminService/SetSubscription", $$"""{"subject_id":"{{subject}}","plan_id":"starter"}""");
+
+        var check = await CallAsync(
+            "metering.v1.MeteringService/CheckLimit",
+            $$"""{"subject_id":"{{subject}}","usage":[{"usage_type":"minutes_per_month","amount":30},{"usage_type":"interviews_per_day","amount":1}],"reserve":true}""");
+        var reservation = check.GetProperty("reservationId").GetString();
+        Assert.Multiple(() =>
+        {
+            Assert.That(check.GetProperty("allowed").GetBoolean(), Is.True);
+            Assert.That(check.GetProperty("planId").GetString(), Is.EqualTo("starter"));
+            Assert.That(reservation, Does.StartWith("rsv_"));
+        });
+
+        var track = await CallAsync(
+            "metering.v1.MeteringService/TrackUsage",
+            $$"""{"subject_id":"{{subject}}","idempotency_key":"session-1","reservation_id":"{{reservation}}","usage":[{"usage_type":"minutes_per_month","amount":23},{"usage_type":"interviews_per_day","amount":1}]}""");
+        Assert.That(track.GetProperty("duplicate").GetBoolean(), Is.False);
+
+        var remaining = await CallAsync("metering.v1.MeteringService/GetRemaining", $$"""{"subject_id":"{{subject}}"}""");
+        var minutes = remaining.GetProperty("limits").EnumerateArray().Single(l => l.GetProperty("usageType").GetString() == "minutes_per_month");
+        Assert.Multiple(() =>
+        {
+            Assert.That(remaining.GetProperty("limits").GetArrayLength(), Is.EqualTo(4));
+            Assert.That(minutes.GetProperty("used").GetString(), Is.EqualTo("23"));
+            Assert.That(minutes.GetProperty("reserved").GetString(), Is.EqualTo("0"));
+            Assert.That(minutes.GetProperty("remaining").GetString(), Is.EqualTo("277"));
+            Assert.That(minutes.GetProperty("decision").GetString(), Is.EqualTo("DECISION_ALLOWED"));
+        });
+    }
+
+    [Test]
+    public async Task ListPlans_ThroughReflection_ListsTheFourPlans()
+    {
+        var plans = await CallAsync("metering.v1.AdminService/ListPlans", "{}");
+
+        Assert.That(
+            plans.GetProperty("plans").EnumerateArray().Select(p => p.GetProperty("planId").GetString()),
+            Is.EqualTo(new[] { "free", "starter", "pro", "premium" }));
+    }
+
+    [Test]
+    public async Task BadInput_ThroughReflection_IsInvalidArgumentNamingTheField()
+    {
+        var result = await BufCurl.InvokeAsync(
+            _server.Address,
+            "metering.v1.MeteringService/TrackUsage",
+            """{"subject_id":"smoke","idempotency_key":"k","usage":[{"usage_type":"minutes_per_month","amount":-3}]}""");
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(result.GrpcStatusCode, Is.EqualTo(3), result.ToString());
+            Assert.That(result.Stderr, Does.Contain("invalid_argument").And.Contain("usage[0].amount"));
+        });
+    }
+
+    private async Task<JsonElement> CallAsync(string method, string json)
+    {
+        var result = await BufCurl.InvokeAsync(_server.Address, method, json);
+        Assert.That(result.Succeeded, Is.True, $"{result}\nserver output:\n{_server.Output}");
+        return JsonDocument.Parse(result.Stdout).RootElement;
+    }
+
+    /// <summary>The server as built beside this test assembly (same configuration), run by its own runtime config.</summary>
+    private static string ServerDll()
+    {
+        var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        var (framework, configuration) = (here.Name, here.Parent!.Name);
+        var dll = Path.Combine(RepositoryRoot.Find(), "src", "Metering.Server", "bin", configuration, framework, "Metering.Server.dll");
+        Assert.That(File.Exists(dll), Is.True, $"build the server first: {dll}");
+        return dll;
+    }
+}

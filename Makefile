@@ -17,7 +17,7 @@ build: ## Build every project (warnings are errors)
 run: ## Serve on 127.0.0.1:50051, starting local PostgreSQL and Redis when none are configured
 	deploy/local/run.sh $(ADDRESS) -c $(CONFIGURATION)
 
-test: $(BUF) ## Run every test: unit, integration (real PostgreSQL and Redis) and end-to-end
+test: $(BUF) lint ## Lint the protos, then run every test: unit, integration (real PostgreSQL and Redis), end-to-end
 	dotnet test Metering.sln -c $(CONFIGURATION)
 
 test-unit: ## Run the domain unit tests only (no servers needed)

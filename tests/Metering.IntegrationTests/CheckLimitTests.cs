@@ -103,6 +103,27 @@ public sealed class CheckLimitTests : ServiceTest
     }
 
     [Test]
+    public async Task CheckLimit_Reserve_ReportsTheStateWithItsOwnHold()
+    {
+        var subject = await SubscribeAsync("starter");
+        await TrackAsync(subject, Minutes, 100);
+
+        var response = await CheckAsync(subject, Minutes, 150, reserve: true);
+
+        Assert.That(response.Limits.Single(), Is.EqualTo(new LimitStatus
+        {
+            UsageType = Minutes,
+            Limit = 300,
+            Used = 100,
+            Reserved = 150,
+            Remaining = 50,
+            Decision = Decision.Allowed,
+            PeriodStart = response.Limits[0].PeriodStart,
+            ResetsAt = response.Limits[0].ResetsAt,
+        }));
+    }
+
+    [Test]
     public async Task CheckLimit_DefaultHoldTtl_IsTwoHours()
     {
         var subject = await SubscribeAsync("starter");

@@ -25,6 +25,13 @@ public static class LimitRules
     public static long Remaining(long limit, long used, long reserved) =>
         limit < 0 ? Core.Catalog.Limit.Unlimited : Math.Max(0, limit - used - reserved);
 
+    /// <summary>The status after a hold of <paramref name="amount"/> was placed: the verdict stays the one that allowed it.</summary>
+    public static LimitStatus WithHold(LimitStatus status, long amount) => status with
+    {
+        Reserved = status.Reserved + amount,
+        Remaining = Remaining(status.Limit, status.Used, status.Reserved + amount),
+    };
+
     /// <summary>The full status of one usage type for an amount asked.</summary>
     public static LimitStatus Evaluate(string usageType, long limit, long used, long reserved, long amount, Period period) =>
         new(usageType, limit, used, reserved, Remaining(limit, used, reserved), Decide(limit, used, reserved, amount), period);

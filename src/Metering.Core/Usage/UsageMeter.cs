@@ -44,6 +44,12 @@ public sealed partial class UsageMeter(
         var result = await CheckCountersAsync(new CounterCheck(command.SubjectId, lines, now, hold), cancellationToken);
         var limits = Evaluate(lines, result.Readings);
         var allowed = limits.All(l => l.Decision == Decision.Allowed);
+        if (result.Held)
+        {
+            // Report the state the caller leaves behind: its own hold counts as reserved.
+            limits = [.. limits.Select((status, i) => LimitRules.WithHold(status, lines[i].Amount))];
+        }
+
         return new CheckLimitResult(
             allowed,
             limits,
@@ -105,7 +111,7 @@ public sealed partial class UsageMeter(
                 case RecordOutcome.Recorded recorded:
                     string[] releases = [.. new[] { command.ReservationId, gate }.OfType<string>().Where(id => id.Length > 0)];
                     await ApplyQuietlyAsync(command.SubjectId, recorded.Totals, releases, cancellationToken);
-                    return new TrackUsageResult(false, await CurrentLimitsAsync(subject, command.Usage, cancellationToken));
+                    return new TrackUsageResult(false, await CurrentLimitsAsync(subject, command.Usage.Select(u => u.UsageType), cancellationToken));
 
                 case RecordOutcome.AlreadyRecorded already:
                     await ReleaseQuietlyAsync(command.SubjectId, gate, cancellationToken);
@@ -137,7 +143,7 @@ public sealed partial class UsageMeter(
             ? catalog.Current.UsageTypes.Select(t => t.Name)
             : usageTypes.Distinct(StringComparer.Ordinal);
         var subject = await subscriptions.ResolveAsync(subjectId, cancellationToken);
-        var limits = await CurrentLimitsAsync(subject, [.. names.Select(n => new UsageRequest(n, 1))], cancellationToken);
+        var limits = await CurrentLimitsAsync(subject, names, cancellationToken);
         return new RemainingResult(subjectId, subject.Plan.Id, limits);
     }
 
@@ -185,13 +191,16 @@ public sealed partial class UsageMeter(
 
         // The first call may have died between the commit and the release of the hold it settled.
         await ReleaseQuietlyAsync(command.SubjectId, string.IsNullOrEmpty(command.ReservationId) ? null : command.ReservationId, cancellationToken);
-        return new TrackUsageResult(true, await CurrentLimitsAsync(subject, command.Usage, cancellationToken));
+        return new TrackUsageResult(true, await CurrentLimitsAsync(subject, command.Usage.Select(u => u.UsageType), cancellationToken));
     }
 
-    /// <summary>Current-period status of each usage type, from the counters; from the ledger alone if the counters are down.</summary>
-    private async Task<IReadOnlyList<LimitStatus>> CurrentLimitsAsync(SubjectPlan subject, IReadOnlyList<UsageRequest> usage, CancellationToken cancellationToken)
+    /// <summary>
+    /// Current-period status of each usage type named, with the verdict for one more unit; from the counters, or from
+    /// the ledger alone if the counters are down.
+    /// </summary>
+    private async Task<IReadOnlyList<LimitStatus>> CurrentLimitsAsync(SubjectPlan subject, IEnumerable<string> usageTypes, CancellationToken cancellationToken)
     {
-        var lines = Lines(subject, usage, Now());
+        var lines = Lines(subject, [.. usageTypes.Select(t => new UsageRequest(t, 1))], Now());
         try
         {
             var result = await CheckCountersAsync(new CounterCheck(subject.Subscription.SubjectId, lines, Now()), cancellationToken);

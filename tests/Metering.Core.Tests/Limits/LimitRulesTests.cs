@@ -48,4 +48,29 @@ public sealed class LimitRulesTests
 
         Assert.That(status, Is.EqualTo(new LimitStatus("minutes_per_month", 300, 295, 0, 5, Decision.LimitExceeded, period)));
     }
+
+    [Test]
+    public void WithHold_CountsTheHoldButKeepsTheVerdict()
+    {
+        var period = new Period(Instant.FromUtc(2026, 11, 1, 0, 0), Instant.FromUtc(2026, 12, 1, 0, 0));
+        var before = LimitRules.Evaluate("interviews_per_day", limit: 3, used: 1, reserved: 0, amount: 2, period);
+
+        var after = LimitRules.WithHold(before, 2);
+
+        Assert.That(after, Is.EqualTo(new LimitStatus("interviews_per_day", 3, 1, 2, 0, Decision.Allowed, period)));
+    }
+
+    [Test]
+    public void WithHold_OnUnlimited_KeepsRemainingUnlimited()
+    {
+        var period = new Period(Instant.FromUtc(2026, 11, 1, 0, 0), Instant.FromUtc(2026, 12, 1, 0, 0));
+
+        var after = LimitRules.WithHold(LimitRules.Evaluate("minutes_per_month", -1, 10, 0, 5, period), 5);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(after.Reserved, Is.EqualTo(5));
+            Assert.That(after.Remaining, Is.EqualTo(-1));
+        });
+    }
 }

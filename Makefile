@@ -6,7 +6,7 @@ CONFIGURATION ?= Release
 ADDRESS ?= http://127.0.0.1:50051
 BUF := node_modules/.bin/buf
 
-.PHONY: help build run test test-unit test-integration migrate lint servers-up servers-down clean
+.PHONY: help build run test test-unit test-integration migrate lint bench servers-up servers-down clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ servers-up: ## Start the local PostgreSQL and Redis used by make run
 
 servers-down: ## Stop the local PostgreSQL and Redis
 	deploy/local/servers.sh stop
+
+bench: ## Measure the hot and write paths on real servers, as ratios to bare Redis and PostgreSQL round trips
+	dotnet run -c Release --project bench/Metering.Benchmarks
 
 clean: ## Remove build output
 	dotnet clean Metering.sln -c $(CONFIGURATION)

@@ -1,0 +1,34 @@
+using BenchmarkDotNet.Configs;
+using Perfolizer.Horology;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Running;
+using BenchmarkDotNet.Toolchains.InProcess.Emit;
+
+namespace Metering.Benchmarks;
+
+/// <summary><c>make bench</c>: runs every benchmark in process (the servers are started once), short jobs.</summary>
+internal static class BenchmarkProgram
+{
+    public static void Main(string[] args)
+    {
+        // The in-process host reads the server's appsettings.json from its project folder.
+        Environment.SetEnvironmentVariable("ASPNETCORE_TEST_CONTENTROOT_METERING_SERVER", Path.Combine(RepositoryRoot(), "src", "Metering.Server"));
+        var config = DefaultConfig.Instance
+            .AddJob(Job.ShortRun.WithToolchain(InProcessEmitToolchain.Instance).WithMinIterationTime(TimeInterval.FromMilliseconds(250)))
+            .WithOptions(ConfigOptions.JoinSummary);
+        BenchmarkSwitcher.FromAssembly(typeof(BenchmarkProgram).Assembly).Run(args.Length == 0 ? ["--filter", "*"] : args, config);
+    }
+
+    private static string RepositoryRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Metering.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+
+        throw new InvalidOperationException("Run the benchmarks from inside the repository (Metering.sln not found).");
+    }
+}

@@ -29,7 +29,7 @@ internal static class MeteringServiceCollectionExtensions
         {
             options.Interceptors.Add<CallerInterceptor>();
             options.Interceptors.Add<ErrorInterceptor>();
-            options.MaxReceiveMessageSize = 64 * 1024;
+            options.MaxReceiveMessageSize = RequestFrameValidation.MaxMessageSize;
         });
         services.AddGrpcReflection();
         services.AddGrpcHealthChecks()

@@ -21,7 +21,7 @@ internal sealed class CallerInterceptor(ILogger<CallerInterceptor> logger) : Int
         UnaryServerMethod<TRequest, TResponse> continuation)
     {
         // gRPC deadlines are on the system clock (not the service's TimeProvider, which tests may fake).
-        if (context.Deadline <= DateTime.UtcNow)
+        if (context.Deadline <= DateTime.UtcNow || IsZeroTimeout(context.GetHttpContext().Request.Headers["grpc-timeout"].ToString()))
         {
             throw new RpcException(new Status(StatusCode.DeadlineExceeded, "The call's deadline had passed before it started; nothing was done."));
         }
@@ -37,6 +37,25 @@ internal sealed class CallerInterceptor(ILogger<CallerInterceptor> logger) : Int
         {
             return await continuation(request, context);
         }
+    }
+
+    /// <summary>
+    /// A grpc-timeout shorter than one tick (e.g. "0S", "1n"): ASP.NET Core gRPC reads it as no deadline at all, but the
+    /// caller's deadline has passed before the call began.
+    /// </summary>
+    private static bool IsZeroTimeout(string header)
+    {
+        if (header.Length < 2 || !long.TryParse(header.AsSpan(0, header.Length - 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var value))
+        {
+            return false;
+        }
+
+        return header[^1] switch
+        {
+            'n' => value < 100,
+            'u' or 'm' or 'S' or 'M' or 'H' => value == 0,
+            _ => false,
+        };
     }
 }
 

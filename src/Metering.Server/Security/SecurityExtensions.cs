@@ -80,7 +80,10 @@ internal static class SecurityExtensions
         return services;
     }
 
-    /// <summary>Authentication, then the per-caller rate limit, then the scope policies: a refused call does no work.</summary>
+    /// <summary>
+    /// Authentication, then the per-caller rate limit, then the scope policies, then the check of the request frame:
+    /// a refused call does no work.
+    /// </summary>
     public static IApplicationBuilder UseMeteringSecurity(this IApplicationBuilder app) =>
-        app.UseAuthentication().UseRateLimiter().UseAuthorization();
+        app.UseAuthentication().UseRateLimiter().UseAuthorization().UseMiddleware<RequestFrameValidation>();
 }

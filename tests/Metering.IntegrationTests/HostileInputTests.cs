@@ -14,7 +14,7 @@ namespace Metering.IntegrationTests;
 /// over a real loopback HTTP/2 connection. The service must keep answering, answer only the codes a caller can cause,
 /// never INTERNAL or UNKNOWN, and its ledger and counters must hold exactly what the accepted calls recorded.
 /// </summary>
-public sealed class FuzzTests
+public sealed class HostileInputTests
 {
     private const int Seed = 20261128;
     private const int MaxRequests = 3000;
@@ -196,6 +196,25 @@ public sealed class FuzzTests
                 Assert.That(limit.Used, Is.EqualTo(expected.GetValueOrDefault((subject, limit.UsageType))), $"counter {subject} {limit.UsageType}");
             }
         }
+    }
+
+    [TestCase("0S")]
+    [TestCase("0n")]
+    [TestCase("1n")]
+    public async Task TrackUsage_WhoseDeadlineHasPassed_IsDeadlineExceededAndRecordsNothing(string timeout)
+    {
+        using var raw = new RawGrpc(_server.Address);
+        var subject = $"late-{Guid.NewGuid():N}";
+        var request = new TrackUsageRequest { SubjectId = subject, IdempotencyKey = "k", Usage = { new UsageAmount { UsageType = Minutes, Amount = 5 } } };
+
+        var late = await raw.CallAsync(Paths[1], RawGrpc.Frame(request.ToByteArray()), new Dictionary<string, string>(Key) { ["grpc-timeout"] = timeout });
+        var remaining = await raw.CallAsync(Paths[2], RawGrpc.Frame(new GetRemainingRequest { SubjectId = subject, UsageTypes = { Minutes } }.ToByteArray()), Key);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(late.GrpcStatus, Is.EqualTo((int)StatusCode.DeadlineExceeded), late.Message);
+            Assert.That(GetRemainingResponse.Parser.ParseFrom(remaining.ResponsePayload).Limits.Single().Used, Is.Zero, "nothing recorded");
+        });
     }
 
     private static IMessage ValidRequest(Random rng, string path, string[] pool, string prefix)

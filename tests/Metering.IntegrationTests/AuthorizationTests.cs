@@ -162,6 +162,39 @@ public sealed class AuthorizationTests : ServiceTest
         Assert.That(await command.ExecuteScalarAsync(), Is.EqualTo("test-track"));
     }
 
+    [Test]
+    public async Task ApiKeyCommand_PrintsAKeyThatTheServiceAccepts_FromTheKeysFile()
+    {
+        using var output = new StringWriter();
+        var exit = global::Metering.Server.Security.ApiKeyCommand.Run(["ops-tool", "metering.read"], output, TextWriter.Null);
+        var lines = output.ToString().Split('\n', StringSplitOptions.TrimEntries);
+        var key = lines.Single(l => l.StartsWith("mtr_", StringComparison.Ordinal));
+        var fileEntry = lines.Single(l => l.StartsWith("{ \"ops-tool\"", StringComparison.Ordinal));
+        var file = Path.GetTempFileName();
+        await File.WriteAllTextAsync(file, fileEntry);
+        try
+        {
+            await using var host = await MeteringHost.StartAsync(Start, settings: new Dictionary<string, string?> { ["Auth:ApiKeysFile"] = file });
+            using var channel = host.ChannelFor(key);
+
+            var plans = await new AdminService.AdminServiceClient(channel).ListPlansAsync(new ListPlansRequest());
+            var denied = FailsWith(StatusCode.PermissionDenied, () => new AdminService.AdminServiceClient(channel)
+                .SetSubscriptionAsync(new SetSubscriptionRequest { SubjectId = NewSubject(), PlanId = "pro" }).ResponseAsync);
+
+            Assert.Multiple(() =>
+            {
+                Assert.That(exit, Is.Zero);
+                Assert.That(output.ToString(), Does.Contain($"Auth__ApiKeys__ops-tool__Hash={TestKeys.Hash(key)}"));
+                Assert.That(plans.Plans, Is.Not.Empty);
+                Assert.That(denied.Status.Detail, Does.Contain("ops-tool"));
+            });
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
     private async Task AssertNothingChangedAsync(string subject)
     {
         var remaining = await Metering.GetRemainingAsync(new GetRemainingRequest { SubjectId = subject });

@@ -40,9 +40,13 @@ internal static class ApiKeyCommand
         output.WriteLine($"  Auth__ApiKeys__{name}__Hash={hash}");
         output.WriteLine($"  Auth__ApiKeys__{name}__Scopes={scopeText}");
         output.WriteLine();
-        output.WriteLine("or in appsettings.json / the Auth:ApiKeysFile JSON file (which holds only the inner object):");
+        output.WriteLine("or in appsettings.json:");
         output.WriteLine();
         output.WriteLine($"  \"Auth\": {{ \"ApiKeys\": {{ \"{name}\": {{ \"Hash\": \"{hash}\", \"Scopes\": \"{scopeText}\" }} }} }}");
+        output.WriteLine();
+        output.WriteLine("or as an entry of the JSON file named by Auth:ApiKeysFile:");
+        output.WriteLine();
+        output.WriteLine($"  {{ \"{name}\": {{ \"Hash\": \"{hash}\", \"Scopes\": \"{scopeText}\" }} }}");
         output.WriteLine();
         output.WriteLine($"Callers send it as the metadata  authorization: Bearer {key}");
         return 0;

@@ -34,8 +34,8 @@ if (!app.Services.GetRequiredService<CallerRegistry>().HasCallers && !app.Enviro
 await StorageInitializer.InitializeAsync(app.Services, app.Lifetime.ApplicationStopping);
 
 app.UseMeteringSecurity();
-app.MapGrpcService<MeteringGrpcService>();
-app.MapGrpcService<AdminGrpcService>();
+app.MapGrpcService<MeteringGrpcService>().RequireAdminScopeUnlessNamed();
+app.MapGrpcService<AdminGrpcService>().RequireAdminScopeUnlessNamed();
 app.MapGrpcHealthChecksService();
 if (app.Configuration.GetValue("Metering:EnableReflection", true))
 {

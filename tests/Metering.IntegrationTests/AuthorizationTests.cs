@@ -7,7 +7,11 @@ using Grpc.Health.V1;
 using Grpc.Net.Client;
 using Metering.Api.V1;
 using Metering.IntegrationTests.Infrastructure;
+using Microsoft.AspNetCore.Authorization;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
+using Grpc.AspNetCore.Server;
 using static Metering.IntegrationTests.Infrastructure.UsageTypes;
 
 namespace Metering.IntegrationTests;
@@ -52,6 +56,18 @@ public sealed class AuthorizationTests : ServiceTest
     public void Matrix_CoversEveryRpcOfTheContract()
     {
         Assert.That(AllMethods.Select(m => $"{m.Service.FullName}/{m.Name}"), Is.EquivalentTo(RequiredScope.Keys));
+    }
+
+    [Test]
+    public void EveryRpcEndpoint_RequiresExactlyItsOneScope()
+    {
+        var endpoints = Host.Services.GetRequiredService<EndpointDataSource>().Endpoints
+            .Where(e => e.Metadata.GetMetadata<GrpcMethodMetadata>()?.Method.ServiceName.StartsWith("metering.v1.", StringComparison.Ordinal) == true)
+            .ToDictionary(
+                e => e.Metadata.GetMetadata<GrpcMethodMetadata>()!.Method.FullName.TrimStart('/'),
+                e => e.Metadata.GetOrderedMetadata<IAuthorizeData>().Select(a => a.Policy).ToArray());
+
+        Assert.That(endpoints, Is.EquivalentTo(RequiredScope.ToDictionary(r => r.Key, r => new[] { r.Value })));
     }
 
     [TestCaseSource(nameof(Matrix))]

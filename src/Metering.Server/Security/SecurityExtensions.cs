@@ -4,6 +4,7 @@ using Google.Rpc;
 using Grpc.Core;
 using Metering.Server.Grpc;
 using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
 
@@ -78,6 +79,22 @@ internal static class SecurityExtensions
             }
         });
         return services;
+    }
+
+    /// <summary>
+    /// Fails closed: an RPC of the service that names no scope (a method added without <c>[Authorize(Policy = ...)]</c>)
+    /// requires <see cref="Scopes.Admin"/>, never nothing.
+    /// </summary>
+    public static GrpcServiceEndpointConventionBuilder RequireAdminScopeUnlessNamed(this GrpcServiceEndpointConventionBuilder builder)
+    {
+        builder.Add(endpoint =>
+        {
+            if (!endpoint.Metadata.OfType<IAuthorizeData>().Any())
+            {
+                endpoint.Metadata.Add(new AuthorizeAttribute(Scopes.Admin));
+            }
+        });
+        return builder;
     }
 
     /// <summary>

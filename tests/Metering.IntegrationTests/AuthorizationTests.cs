@@ -211,6 +211,30 @@ public sealed class AuthorizationTests : ServiceTest
         }
     }
 
+    [Test]
+    public async Task Call_IsTaggedWithTheCallersKeyName_OnItsTrace()
+    {
+        var tagged = new System.Collections.Concurrent.ConcurrentBag<string>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == "Microsoft.AspNetCore",
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activity =>
+            {
+                if (activity.GetTagItem("metering.caller") is string caller)
+                {
+                    tagged.Add($"{caller} {activity.DisplayName}");
+                }
+            },
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        using var channel = Host.ChannelFor(TestKeys.ByScope["metering.read"]);
+
+        await new MeteringService.MeteringServiceClient(channel).GetRemainingAsync(new GetRemainingRequest { SubjectId = NewSubject() });
+
+        Assert.That(tagged, Has.Some.StartsWith("test-read "));
+    }
+
     private async Task AssertNothingChangedAsync(string subject)
     {
         var remaining = await Metering.GetRemainingAsync(new GetRemainingRequest { SubjectId = subject });

@@ -27,7 +27,7 @@ if (args.Contains("migrate"))
 if (!app.Services.GetRequiredService<CallerRegistry>().HasCallers && !app.Environment.IsDevelopment())
 {
     await Console.Error.WriteLineAsync(
-        $"Metering refuses to start: no API keys are configured (Auth:ApiKeys), so every call would be refused; create one with 'make api-key' (environment: {app.Environment.EnvironmentName}).");
+        $"Metering refuses to start: no API keys are configured (Auth:ApiKeys, Auth:ApiKeysFile or Auth:ClientCertificates), so every call would be refused; create one with 'make api-key' (environment: {app.Environment.EnvironmentName}).");
     return 1;
 }
 

@@ -119,7 +119,7 @@ public sealed class SmokeTests
             ["ConnectionStrings__Redis"] = Servers.Instance.RedisConnectionString,
         }))!;
 
-        Assert.That(error.Message, Does.Contain("Metering refuses to start: no API keys are configured (Auth:ApiKeys)"));
+        Assert.That(error.Message, Does.Contain("Metering refuses to start: no API keys are configured (Auth:ApiKeys, Auth:ApiKeysFile or Auth:ClientCertificates)"));
     }
 
     private async Task<JsonElement> CallAsync(string method, string json)

@@ -39,6 +39,10 @@ internal static class ApiKeyCommand
         output.WriteLine();
         output.WriteLine($"  Auth__ApiKeys__{name}__Hash={hash}");
         output.WriteLine($"  Auth__ApiKeys__{name}__Scopes={scopeText}");
+        if (name.Contains('-', StringComparison.Ordinal) || name.Contains('.', StringComparison.Ordinal))
+        {
+            output.WriteLine("  (a POSIX shell cannot export a name with '-' or '.': set them through your orchestrator, env -, or the JSON form)");
+        }
         output.WriteLine();
         output.WriteLine("or in appsettings.json:");
         output.WriteLine();

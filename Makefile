@@ -6,7 +6,7 @@ CONFIGURATION ?= Release
 ADDRESS ?= http://127.0.0.1:50051
 BUF := node_modules/.bin/buf
 
-.PHONY: help build run test test-unit test-integration migrate lint bench servers-up servers-down clean
+.PHONY: help build run test test-unit test-integration migrate api-key lint bench servers-up servers-down clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -28,6 +28,10 @@ test-integration: $(BUF) ## Run the integration and end-to-end tests only
 
 migrate: ## Apply the database migrations to ConnectionStrings__Postgres (or the local server) and exit
 	deploy/local/run.sh migrate -c $(CONFIGURATION)
+
+api-key: ## Print a new API key and its configuration: make api-key NAME=chat SCOPES="metering.track"
+	@test -n "$(NAME)" -a -n "$(SCOPES)" || { echo 'usage: make api-key NAME=<caller> SCOPES="metering.check metering.track metering.read metering.admin"' >&2; exit 2; }
+	@dotnet run --project src/Metering.Server -c $(CONFIGURATION) -v quiet -- api-key $(NAME) $(SCOPES)
 
 lint: $(BUF) ## Lint the protos (buf STANDARD rules)
 	cd protos && ../$(BUF) lint

@@ -1,3 +1,5 @@
+using System.Security.Cryptography;
+using System.Text;
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Configs;
 using Metering.Core.Subscriptions;
@@ -100,6 +102,12 @@ public class HotPathBenchmarks
             builder.UseSetting("ConnectionStrings:Postgres", postgres);
             builder.UseSetting("ConnectionStrings:Redis", redis);
             builder.UseSetting("Logging:LogLevel:Default", "Warning");
+
+            // The use cases are called in process, past authentication; a caller is configured only because the
+            // service refuses to start without one outside Development.
+            var unusedKey = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(Guid.NewGuid().ToString())));
+            builder.UseSetting("Auth:ApiKeys:bench:Hash", unusedKey);
+            builder.UseSetting("Auth:ApiKeys:bench:Scopes", "metering.read");
         }
     }
 }

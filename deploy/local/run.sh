@@ -22,4 +22,7 @@ if [[ "$target" == "migrate" ]]; then
   exec dotnet run --project src/Metering.Server "$@" -- migrate
 fi
 echo "Metering listens on $target (gRPC, plaintext HTTP/2, reflection on)" >&2
+if [[ "$ASPNETCORE_ENVIRONMENT" == "Development" ]]; then
+  echo "Local API key (every scope, Development only): -H 'authorization: Bearer mtr_dev_local_key_not_secret'" >&2
+fi
 exec dotnet run --project src/Metering.Server "$@" -- --urls "$target"

@@ -83,6 +83,7 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
             e.Property(x => x.OccurredAt).HasColumnName("occurred_at");
             e.Property(x => x.RecordedAt).HasColumnName("recorded_at");
             e.Property(x => x.ReservationId).HasColumnName("reservation_id").HasMaxLength(64);
+            e.Property(x => x.RecordedBy).HasColumnName("recorded_by").HasMaxLength(64);
             e.Property(x => x.Attributes)
                 .HasColumnName("attributes")
                 .HasColumnType("jsonb")

@@ -1,5 +1,6 @@
 using Metering.Core.Ports;
 using Metering.Core.Usage;
+using Metering.Core.Validation;
 using Metering.Storage.Postgres.Entities;
 using Microsoft.EntityFrameworkCore;
 using NodaTime;
@@ -72,6 +73,13 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
                     RETURNING total AS "Total", version AS "Version"
                     """)
                 .ToListAsync(cancellationToken);
+            if (row[0].Total > RequestValidator.MaxPeriodTotal)
+            {
+                // Refused before it could grow towards what Lua's doubles or int64 cannot hold.
+                await transaction.RollbackAsync(cancellationToken);
+                return new RecordOutcome.TotalCeilingReached(line.Key.UsageType);
+            }
+
             totals.Add(new CounterValue(line.Key, row[0].Total, row[0].Version));
         }
 
@@ -130,6 +138,7 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
         RecordedAt = usageEvent.RecordedAt.ToDateTimeUtc(),
         ReservationId = string.IsNullOrEmpty(usageEvent.ReservationId) ? null : usageEvent.ReservationId,
         Attributes = new Dictionary<string, string>(usageEvent.Attributes),
+        RecordedBy = usageEvent.RecordedBy,
         Lines = [.. usageEvent.Lines.Select(l => new UsageEventLineRow
         {
             UsageType = l.Key.UsageType,

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Metering.Core.Ports;
 using Metering.Core.Usage;
+using Metering.Core.Validation;
 using NodaTime;
 using StackExchange.Redis;
 
@@ -15,7 +16,7 @@ public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard g
     {
         var n = check.Lines.Count;
         var keys = new RedisKey[n + 1];
-        var values = new RedisValue[5 + (4 * n)];
+        var values = new RedisValue[6 + (4 * n)];
         keys[0] = RedisKeys.Holds(check.SubjectId);
         values[0] = check.Now.ToUnixTimeMilliseconds();
         values[1] = check.Hold?.ReservationId ?? string.Empty;
@@ -32,6 +33,8 @@ public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard g
             values[8 + (4 * i)] = line.Limit;
         }
 
+        values[5 + (4 * n)] = RequestValidator.MaxPeriodTotal;
+
         var result = (RedisResult[])(await guard.RunAsync(() => Scripts.Check.EvaluateAsync(Database, keys, values), cancellationToken))!;
         if ((long)result[0] < 0)
         {
@@ -44,7 +47,7 @@ public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard g
             readings[i] = new CounterReading((long)result[1 + (2 * i)], (long)result[2 + (2 * i)]);
         }
 
-        return new CounterCheckResult([], readings, (long)result[0] == 1);
+        return new CounterCheckResult([], readings, (long)result[0] == 1, (long)result[0] == 2);
     }
 
     public async Task ApplyAsync(string subjectId, IReadOnlyList<CounterValue> values, IReadOnlyList<string> releaseReservations, CancellationToken cancellationToken)

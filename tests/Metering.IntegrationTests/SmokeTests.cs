@@ -9,6 +9,11 @@ namespace Metering.IntegrationTests;
 /// </summary>
 public sealed class SmokeTests
 {
+    /// <summary>The documented local key of appsettings.Development.json (every scope; Development only).</summary>
+    public const string DevKey = "mtr_dev_local_key_not_secret";
+
+    private static readonly Dictionary<string, string> WithDevKey = new() { ["authorization"] = $"Bearer {DevKey}" };
+
     private ServerProcess _server = null!;
 
     [OneTimeSetUp]
@@ -82,7 +87,8 @@ public sealed class SmokeTests
         var result = await BufCurl.InvokeAsync(
             _server.Address,
             "metering.v1.MeteringService/TrackUsage",
-            """{"subject_id":"smoke","idempotency_key":"k","usage":[{"usage_type":"minutes_per_month","amount":-3}]}""");
+            """{"subject_id":"smoke","idempotency_key":"k","usage":[{"usage_type":"minutes_per_month","amount":-3}]}""",
+            WithDevKey);
 
         Assert.Multiple(() =>
         {
@@ -91,15 +97,40 @@ public sealed class SmokeTests
         });
     }
 
+    [Test]
+    public async Task NoKey_ThroughReflection_IsUnauthenticated()
+    {
+        var result = await BufCurl.InvokeAsync(_server.Address, "metering.v1.MeteringService/GetRemaining", """{"subject_id":"smoke"}""");
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(result.GrpcStatusCode, Is.EqualTo(16), result.ToString());
+            Assert.That(result.Stderr, Does.Contain("unauthenticated"));
+        });
+    }
+
+    [Test]
+    public void Production_WithoutKeys_RefusesToStartWithOneClearLine()
+    {
+        var error = Assert.ThrowsAsync<InvalidOperationException>(async () => await ServerProcess.StartAsync(ServerDll(), new Dictionary<string, string>
+        {
+            ["ASPNETCORE_ENVIRONMENT"] = "Production",
+            ["ConnectionStrings__Postgres"] = await SharedLedger.ConnectionStringAsync(),
+            ["ConnectionStrings__Redis"] = Servers.Instance.RedisConnectionString,
+        }))!;
+
+        Assert.That(error.Message, Does.Contain("Metering refuses to start: no API keys are configured (Auth:ApiKeys, Auth:ApiKeysFile or Auth:ClientCertificates)"));
+    }
+
     private async Task<JsonElement> CallAsync(string method, string json)
     {
-        var result = await BufCurl.InvokeAsync(_server.Address, method, json);
+        var result = await BufCurl.InvokeAsync(_server.Address, method, json, WithDevKey);
         Assert.That(result.Succeeded, Is.True, $"{result}\nserver output:\n{_server.Output}");
         return JsonDocument.Parse(result.Stdout).RootElement;
     }
 
     /// <summary>The server as built beside this test assembly (same configuration), run by its own runtime config.</summary>
-    private static string ServerDll()
+    internal static string ServerDll()
     {
         var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
         var (framework, configuration) = (here.Name, here.Parent!.Name);

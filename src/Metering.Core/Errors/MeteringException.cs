@@ -80,3 +80,21 @@ public sealed class StoreUnavailableException(string store, Exception inner)
         ["store"] = store,
     };
 }
+
+/// <summary>
+/// The usage would take a period total (used plus held) above <see cref="Validation.RequestValidator.MaxPeriodTotal"/>,
+/// the ceiling that keeps every sum exact in 64-bit integers and in Lua's doubles; nothing was recorded or held.
+/// </summary>
+public sealed class TotalCeilingException(string usageType)
+    : MeteringException($"Usage type '{usageType}' would exceed the largest period total the service keeps ({Validation.RequestValidator.MaxPeriodTotal.ToString(System.Globalization.CultureInfo.InvariantCulture)}).")
+{
+    public string UsageType { get; } = usageType;
+
+    public override string Reason => "TOTAL_CEILING_REACHED";
+
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>
+    {
+        ["usage_type"] = usageType,
+        ["max_period_total"] = Validation.RequestValidator.MaxPeriodTotal.ToString(System.Globalization.CultureInfo.InvariantCulture),
+    };
+}

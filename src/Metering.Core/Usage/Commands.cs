@@ -12,7 +12,10 @@ public sealed record CheckLimitCommand(
     bool Reserve,
     Duration? ReservationTtl);
 
-/// <summary>TrackUsage: record what was used, once per idempotency key.</summary>
+/// <summary>
+/// TrackUsage: record what was used, once per idempotency key. <paramref name="RecordedBy"/> names the authenticated
+/// caller (its API key or client certificate name); it is stored with the event and is not part of the payload.
+/// </summary>
 public sealed record TrackUsageCommand(
     string SubjectId,
     string IdempotencyKey,
@@ -20,7 +23,8 @@ public sealed record TrackUsageCommand(
     Instant? OccurredAt,
     string? ReservationId,
     bool Enforce,
-    IReadOnlyDictionary<string, string> Attributes);
+    IReadOnlyDictionary<string, string> Attributes,
+    string RecordedBy);
 
 /// <summary>SetSubscription: zero values take the defaults (anchor day 1, time zone UTC).</summary>
 public sealed record SetSubscriptionCommand(string SubjectId, string PlanId, int BillingAnchorDay, string? TimeZone);

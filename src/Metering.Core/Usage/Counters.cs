@@ -34,8 +34,10 @@ public readonly record struct CounterReading(long Used, long Reserved);
 /// <summary>
 /// Either <see cref="Missing"/> names counters the cache does not have (nothing was read or held),
 /// or <see cref="Readings"/> has one reading per line and <see cref="Held"/> tells whether the hold was placed.
+/// <see cref="OverCeiling"/>: a line's used + reserved + amount is above <see cref="Validation.RequestValidator.MaxPeriodTotal"/>,
+/// so nothing was held whatever the limit.
 /// </summary>
-public sealed record CounterCheckResult(IReadOnlyList<CounterKey> Missing, IReadOnlyList<CounterReading> Readings, bool Held)
+public sealed record CounterCheckResult(IReadOnlyList<CounterKey> Missing, IReadOnlyList<CounterReading> Readings, bool Held, bool OverCeiling = false)
 {
     public static CounterCheckResult MissingCounters(IReadOnlyList<CounterKey> missing) => new(missing, [], false);
 }

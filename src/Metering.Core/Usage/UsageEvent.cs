@@ -8,7 +8,7 @@ public readonly record struct UsageLine(CounterKey Key, long Amount);
 
 /// <summary>
 /// A usage event as the ledger records it. <see cref="Calendar"/> is the calendar its periods were computed with;
-/// the ledger refuses the event if the subscription's calendar changed meanwhile.
+/// the ledger refuses the event if the subscription's calendar changed meanwhile. <see cref="RecordedBy"/> names the caller.
 /// </summary>
 public sealed record UsageEvent(
     string SubjectId,
@@ -19,7 +19,8 @@ public sealed record UsageEvent(
     BillingCalendar Calendar,
     IReadOnlyList<UsageLine> Lines,
     string? ReservationId,
-    IReadOnlyDictionary<string, string> Attributes);
+    IReadOnlyDictionary<string, string> Attributes,
+    string RecordedBy);
 
 /// <summary>What the ledger did with an event.</summary>
 public abstract record RecordOutcome
@@ -32,4 +33,7 @@ public abstract record RecordOutcome
 
     /// <summary>The subscription's calendar is no longer the event's; nothing changed, recompute the periods.</summary>
     public sealed record CalendarChanged : RecordOutcome;
+
+    /// <summary>A line would take its period total above <see cref="Validation.RequestValidator.MaxPeriodTotal"/>; nothing changed.</summary>
+    public sealed record TotalCeilingReached(string UsageType) : RecordOutcome;
 }

@@ -42,6 +42,7 @@ public sealed partial class UsageMeter(
             : null;
 
         var result = await CheckCountersAsync(new CounterCheck(command.SubjectId, lines, now, hold), cancellationToken);
+        ThrowIfOverCeiling(lines, result);
         var limits = Evaluate(lines, result.Readings);
         var allowed = limits.All(l => l.Decision == Decision.Allowed);
         if (result.Held)
@@ -93,7 +94,8 @@ public sealed partial class UsageMeter(
                 subject.Subscription.Calendar,
                 [.. lines.Select(l => new UsageLine(l.Key, l.Amount))],
                 command.ReservationId,
-                command.Attributes);
+                command.Attributes,
+                command.RecordedBy);
 
             RecordOutcome outcome;
             try
@@ -116,6 +118,10 @@ public sealed partial class UsageMeter(
                 case RecordOutcome.AlreadyRecorded already:
                     await ReleaseQuietlyAsync(command.SubjectId, gate, cancellationToken);
                     return await DuplicateAsync(command, subject, already.Fingerprint, fingerprint, cancellationToken);
+
+                case RecordOutcome.TotalCeilingReached ceiling:
+                    await ReleaseQuietlyAsync(command.SubjectId, gate, cancellationToken);
+                    throw new TotalCeilingException(ceiling.UsageType);
 
                 case RecordOutcome.CalendarChanged when attempt < MaxCalendarRetries:
                     await ReleaseQuietlyAsync(command.SubjectId, gate, cancellationToken);
@@ -171,6 +177,8 @@ public sealed partial class UsageMeter(
         {
             return gate.ReservationId;
         }
+
+        ThrowIfOverCeiling(lines, result);
 
         var statuses = Evaluate(lines, result.Readings);
         if (statuses.FirstOrDefault(s => s.Decision == Decision.NotInPlan) is { } notInPlan)
@@ -278,6 +286,21 @@ public sealed partial class UsageMeter(
         }
 
         return lines;
+    }
+
+    /// <summary>A hold was refused because a line would pass the period-total ceiling: the caller's error, whatever the plan.</summary>
+    private static void ThrowIfOverCeiling(IReadOnlyList<CounterLine> lines, CounterCheckResult result)
+    {
+        if (!result.OverCeiling)
+        {
+            return;
+        }
+
+        var over = Enumerable.Range(0, lines.Count)
+            .Where(i => result.Readings[i].Used + result.Readings[i].Reserved + lines[i].Amount > RequestValidator.MaxPeriodTotal)
+            .DefaultIfEmpty(0)
+            .First();
+        throw new TotalCeilingException(lines[over].Key.UsageType);
     }
 
     private static List<LimitStatus> Evaluate(IReadOnlyList<CounterLine> lines, IReadOnlyList<CounterReading> readings) =>

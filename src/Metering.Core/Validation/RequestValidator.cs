@@ -25,6 +25,14 @@ public sealed partial class RequestValidator(PlanCatalog catalog)
     /// <summary>The largest amount one call may carry: far above any real session, far below any overflow.</summary>
     public const long MaxAmount = 1_000_000_000;
 
+    /// <summary>
+    /// The largest total (used plus held) one counter may reach in a period, 10^15. Lua numbers are doubles, exact up
+    /// to 2^53 (about 9.007 * 10^15); with amounts of at most <see cref="MaxAmount"/>, 16 lines a call and a rebuilt
+    /// total summing at most two old periods, every sum the service computes stays exact in Lua and far from the
+    /// int64 limit. A TrackUsage or reserving CheckLimit that would pass it is refused (RESOURCE_EXHAUSTED).
+    /// </summary>
+    public const long MaxPeriodTotal = 1_000_000_000_000_000;
+
     public static readonly Duration MaxReservationTtl = Duration.FromHours(24);
     public static readonly Duration MaxEventAge = Duration.FromDays(35);
     public static readonly Duration MaxEventSkew = Duration.FromMinutes(5);
@@ -167,14 +175,19 @@ public sealed partial class RequestValidator(PlanCatalog catalog)
 
         foreach (var (key, value) in attributes)
         {
-            if (key.Length is 0 or > MaxAttributeKeyLength)
+            if (key.Length is 0 or > MaxAttributeKeyLength || !AttributeKeyPattern().IsMatch(key))
             {
-                Add(field, $"keys must have 1 to {MaxAttributeKeyLength} characters");
+                Add(field, $"keys must have 1 to {MaxAttributeKeyLength} characters among letters, digits and . _ -");
+                continue;
             }
 
             if (value.Length > MaxAttributeValueLength)
             {
-                Add($"{field}[{Shorten(key)}]", $"must be at most {MaxAttributeValueLength} characters");
+                Add($"{field}[{key}]", $"must be at most {MaxAttributeValueLength} characters");
+            }
+            else if (value.Any(char.IsControl) || HasLoneSurrogate(value))
+            {
+                Add($"{field}[{key}]", "must not contain control characters");
             }
         }
 
@@ -196,8 +209,28 @@ public sealed partial class RequestValidator(PlanCatalog catalog)
         return this;
     }
 
+    private static bool HasLoneSurrogate(string value)
+    {
+        for (var i = 0; i < value.Length; i++)
+        {
+            if (char.IsHighSurrogate(value[i]) && i + 1 < value.Length && char.IsLowSurrogate(value[i + 1]))
+            {
+                i++;
+            }
+            else if (char.IsSurrogate(value[i]))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
     private static string Shorten(string value) => value.Length <= 64 ? value : string.Concat(value.AsSpan(0, 64), "…");
 
     [GeneratedRegex(@"^[A-Za-z0-9._:@+/=\-]+\z", RegexOptions.CultureInvariant)]
     private static partial Regex SubjectIdPattern();
+
+    [GeneratedRegex(@"^[A-Za-z0-9._\-]+\z", RegexOptions.CultureInvariant)]
+    private static partial Regex AttributeKeyPattern();
 }

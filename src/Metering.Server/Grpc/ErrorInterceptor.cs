@@ -64,6 +64,7 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
     {
         InvalidRequestException => Code.InvalidArgument,
         LimitExceededException => Code.ResourceExhausted,
+        TotalCeilingException => Code.ResourceExhausted,
         NotInPlanException => Code.PermissionDenied,
         IdempotencyConflictException => Code.AlreadyExists,
         StoreUnavailableException => Code.Unavailable,

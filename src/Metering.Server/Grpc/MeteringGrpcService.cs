@@ -1,12 +1,18 @@
 using Grpc.Core;
 using Metering.Api.V1;
 using Metering.Core.Usage;
+using Metering.Server.Security;
+using Microsoft.AspNetCore.Authorization;
 
 namespace Metering.Server.Grpc;
 
-/// <summary>metering.v1.MeteringService: maps the wire messages and delegates to <see cref="UsageMeter"/>.</summary>
+/// <summary>
+/// metering.v1.MeteringService: maps the wire messages and delegates to <see cref="UsageMeter"/>.
+/// Each RPC names the one scope it requires.
+/// </summary>
 internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.MeteringServiceBase
 {
+    [Authorize(Policy = Scopes.Check)]
     public override async Task<CheckLimitResponse> CheckLimit(CheckLimitRequest request, ServerCallContext context)
     {
         var result = await meter.CheckLimitAsync(
@@ -22,6 +28,7 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
         };
     }
 
+    [Authorize(Policy = Scopes.Track)]
     public override async Task<TrackUsageResponse> TrackUsage(TrackUsageRequest request, ServerCallContext context)
     {
         var result = await meter.TrackUsageAsync(
@@ -32,11 +39,13 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
                 request.OccurredAt.ToInstant("occurred_at"),
                 request.ReservationId,
                 request.Enforce,
-                request.Attributes),
+                request.Attributes,
+                context.CallerName()),
             context.CancellationToken);
         return new TrackUsageResponse { Duplicate = result.Duplicate, Limits = { result.Limits.Select(l => l.ToProto()) } };
     }
 
+    [Authorize(Policy = Scopes.Read)]
     public override async Task<GetRemainingResponse> GetRemaining(GetRemainingRequest request, ServerCallContext context)
     {
         var result = await meter.GetRemainingAsync(request.SubjectId, request.UsageTypes, context.CancellationToken);
@@ -48,6 +57,7 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
         };
     }
 
+    [Authorize(Policy = Scopes.Check)]
     public override async Task<ReleaseReservationResponse> ReleaseReservation(ReleaseReservationRequest request, ServerCallContext context) =>
         new() { Released = await meter.ReleaseReservationAsync(request.SubjectId, request.ReservationId, context.CancellationToken) };
 }

@@ -3,6 +3,7 @@ using Metering.Core.Ports;
 using Metering.Core.Subscriptions;
 using Metering.Core.Usage;
 using Metering.Server.Grpc;
+using Metering.Server.Security;
 using Metering.Storage.Postgres;
 using Metering.Storage.Redis;
 using Microsoft.EntityFrameworkCore;
@@ -21,13 +22,14 @@ namespace Metering.Server.Hosting;
 /// <summary>Registration of every part of the service, one method per concern.</summary>
 internal static class MeteringServiceCollectionExtensions
 {
-    /// <summary>The gRPC surface: services, error mapping, reflection and grpc.health.v1.</summary>
+    /// <summary>The gRPC surface: services, deadline check and caller scope, error mapping, reflection and grpc.health.v1.</summary>
     public static IServiceCollection AddMeteringGrpc(this IServiceCollection services)
     {
         services.AddGrpc(options =>
         {
+            options.Interceptors.Add<CallerInterceptor>();
             options.Interceptors.Add<ErrorInterceptor>();
-            options.MaxReceiveMessageSize = 64 * 1024;
+            options.MaxReceiveMessageSize = RequestFrameValidation.MaxMessageSize;
         });
         services.AddGrpcReflection();
         services.AddGrpcHealthChecks()

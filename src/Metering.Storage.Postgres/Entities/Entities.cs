@@ -72,6 +72,9 @@ public sealed class UsageEventRow
 
     public string? ReservationId { get; set; }
 
+    /// <summary>Name of the API key or client certificate that recorded the event; null for events recorded before callers were authenticated.</summary>
+    public string? RecordedBy { get; set; }
+
     public Dictionary<string, string> Attributes { get; set; } = [];
 
     public List<UsageEventLineRow> Lines { get; set; } = [];

@@ -179,6 +179,11 @@ namespace Metering.Storage.Postgres.Migrations
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("recorded_at");
 
+                    b.Property<string>("RecordedBy")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("recorded_by");
+
                     b.Property<string>("ReservationId")
                         .HasMaxLength(64)
                         .HasColumnType("character varying(64)")

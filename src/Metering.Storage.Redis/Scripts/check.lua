@@ -9,15 +9,19 @@
 --              is a retry of this call and does not count against it)
 -- ARGV[3]      hold expiry (ms since the epoch)
 -- ARGV[4]      reservation id whose holds do not count (an enforced settle of its own hold), or ''
--- ARGV[5]      n, the number of lines; then 4 values per line: usage_type, period, amount, limit
+-- ARGV[5]      n, the number of lines; then 4 values per line: usage_type, period, amount, limit;
+--              then the ceiling of a period total (RequestValidator.MaxPeriodTotal, 10^15, below 2^53 so
+--              that every sum here is exact in Lua's doubles)
 --
 -- Returns {-1, i, j, ...} naming the lines whose counter is missing (nothing held), or
--- {held, used_1, reserved_1, used_2, reserved_2, ...} with held = 1 when the hold was placed.
+-- {held, used_1, reserved_1, used_2, reserved_2, ...} with held = 1 when the hold was placed, and
+-- held = 2 when a hold was asked but a line's used + reserved + amount is above the ceiling (nothing held).
 local now = tonumber(ARGV[1])
 local hold_id = ARGV[2]
 local hold_expires = tonumber(ARGV[3])
 local exclude = ARGV[4]
 local n = tonumber(ARGV[5])
+local ceiling = tonumber(ARGV[6 + 4 * n])
 
 local used = {}
 local missing = {-1}
@@ -51,6 +55,7 @@ end
 
 local result = {0}
 local fits = true
+local over = false
 local lines = {}
 for i = 1, n do
   local base = 5 + (i - 1) * 4
@@ -61,12 +66,17 @@ for i = 1, n do
   if not (limit < 0 or (limit > 0 and used[i] + reserved + amount <= limit)) then
     fits = false
   end
+  if used[i] + reserved + amount > ceiling then
+    over = true
+  end
   result[#result + 1] = used[i]
   result[#result + 1] = reserved
   lines[#lines + 1] = usage_type .. ' ' .. period .. ' ' .. ARGV[base + 3]
 end
 
-if hold_id ~= '' and fits then
+if hold_id ~= '' and over then
+  result[1] = 2
+elseif hold_id ~= '' and fits then
   redis.call('HSET', KEYS[1], hold_id, hold_expires .. '\n' .. table.concat(lines, '\n'))
   -- The key lives at least as long as its longest hold (the service's clock may differ from Redis's).
   local ttl = hold_expires - now + 60000

@@ -11,7 +11,7 @@ public sealed class UsageFingerprintTests
         string? reservationId = null,
         bool enforce = false,
         IReadOnlyDictionary<string, string>? attributes = null) =>
-        new("user-1", "key-1", usage ?? [new("minutes_per_month", 23), new("interviews_per_day", 1)], occurredAt, reservationId, enforce, attributes ?? new Dictionary<string, string>());
+        new("user-1", "key-1", usage ?? [new("minutes_per_month", 23), new("interviews_per_day", 1)], occurredAt, reservationId, enforce, attributes ?? new Dictionary<string, string>(), "test");
 
     [Test]
     public void Compute_SamePayloadInAnotherOrder_IsTheSame()

@@ -114,6 +114,41 @@ public sealed class RequestValidatorTests
         });
     }
 
+    [TestCase("session", "s-1", true)]
+    [TestCase("client.version_2-b", "1.2.3 (beta)", true)]
+    [TestCase("bad key", "v", false)]
+    [TestCase("k{x}", "v", false)]
+    [TestCase("ключ", "v", false)]
+    [TestCase("", "v", false)]
+    [TestCase("k", "nul\u0000inside", false)]
+    [TestCase("k", "line\nbreak", false)]
+    [TestCase("k", "emoji \ud83d\ude00 is fine", true)]
+    public void Attributes_KeysAreAsciiNamesAndValuesHaveNoControlCharacters(string key, string value, bool valid)
+    {
+        var violations = Violations(v => v.Attributes("attributes", new Dictionary<string, string> { [key] = value }));
+
+        Assert.That(violations, valid ? Is.Empty : Has.Count.EqualTo(1));
+    }
+
+    [Test]
+    public void Attributes_ValueWithALoneSurrogate_IsRefused()
+    {
+        // Built at run time: an attribute argument cannot carry a lone surrogate (it is stored as UTF-8).
+        var value = $"lone {(char)0xD800} surrogate";
+
+        Assert.That(Violations(v => v.Attributes("attributes", new Dictionary<string, string> { ["k"] = value })), Has.Count.EqualTo(1));
+    }
+
+    [Test]
+    public void MaxPeriodTotal_StaysExactInDoubles()
+    {
+        Assert.Multiple(() =>
+        {
+            Assert.That(RequestValidator.MaxPeriodTotal * 2, Is.LessThan(1L << 53), "a rebuilt total sums at most two old periods");
+            Assert.That((long)(double)(RequestValidator.MaxPeriodTotal + RequestValidator.MaxAmount), Is.EqualTo(RequestValidator.MaxPeriodTotal + RequestValidator.MaxAmount));
+        });
+    }
+
     [Test]
     public void ReservationTtl_MustBePositiveAndAtMost24Hours()
     {

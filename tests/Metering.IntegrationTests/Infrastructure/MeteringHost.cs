@@ -39,9 +39,12 @@ public sealed class MeteringHost : WebApplicationFactory<Program>
     /// <summary>Redis as the service sees it, for tests that tamper with the cache.</summary>
     public IDatabase Redis => Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
 
-    private GrpcChannel Channel => _channel ??= GrpcChannel.ForAddress(
+    private GrpcChannel Channel => _channel ??= ChannelFor(TestKeys.All);
+
+    /// <summary>A new channel to the host whose calls carry <paramref name="apiKey"/> as a bearer token (none when null).</summary>
+    public GrpcChannel ChannelFor(string? apiKey) => GrpcChannel.ForAddress(
         Server.BaseAddress,
-        new GrpcChannelOptions { HttpHandler = Server.CreateHandler() });
+        new GrpcChannelOptions { HttpHandler = new BearerHandler(apiKey, Server.CreateHandler()) });
 
     /// <summary>Starts a host on the run's servers; <paramref name="database"/> defaults to the run's shared ledger database.</summary>
     public static async Task<MeteringHost> StartAsync(
@@ -57,6 +60,11 @@ public sealed class MeteringHost : WebApplicationFactory<Program>
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
         builder.UseEnvironment("Testing");
+        foreach (var (key, value) in TestKeys.Settings)
+        {
+            builder.UseSetting(key, value);
+        }
+
         builder.UseSetting("ConnectionStrings:Postgres", _postgres);
         builder.UseSetting("ConnectionStrings:Redis", _redis);
         foreach (var (key, value) in _settings)
@@ -75,5 +83,19 @@ public sealed class MeteringHost : WebApplicationFactory<Program>
     {
         _channel?.Dispose();
         base.Dispose(disposing);
+    }
+}
+
+/// <summary>Adds <c>authorization: Bearer &lt;key&gt;</c> to every request.</summary>
+internal sealed class BearerHandler(string? apiKey, HttpMessageHandler inner) : DelegatingHandler(inner)
+{
+    protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+    {
+        if (apiKey is not null)
+        {
+            request.Headers.TryAddWithoutValidation("authorization", $"Bearer {apiKey}");
+        }
+
+        return base.SendAsync(request, cancellationToken);
     }
 }

@@ -4,7 +4,7 @@ using System.Globalization;
 namespace Metering.IntegrationTests.Infrastructure;
 
 /// <summary>
-/// The real server as a child process, for end-to-end tests: <c>dotnet &lt;dll&gt; --urls http://127.0.0.1:&lt;free port&gt;</c>,
+/// The real server as a child process, for end-to-end tests: <c>dotnet &lt;dll&gt; --urls http(s)://127.0.0.1:&lt;free port&gt;</c>,
 /// started in the dll's folder (the content root, so its appsettings*.json are used) with the test host's environment plus
 /// the given variables (and ASPNETCORE_ENVIRONMENT=Development unless given). Its stdout and stderr are kept in
 /// <see cref="Output"/>. Disposing kills the process tree; a ProcessExit hook and a watchdog (Unix) kill it too if the
@@ -21,12 +21,12 @@ public sealed class ServerProcess : IAsyncDisposable
     private readonly IDisposable exitRegistration;
     private int disposed;
 
-    private ServerProcess(Process process, OutputBuffer output, int port)
+    private ServerProcess(Process process, OutputBuffer output, int port, string scheme)
     {
         this.process = process;
         this.output = output;
         Port = port;
-        Address = $"http://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
+        Address = $"{scheme}://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
         watchdog = Watchdog.Start(process, "TERM", directoryToDelete: null);
         exitRegistration = ExitCleanup.Register(() =>
         {
@@ -55,8 +55,11 @@ public sealed class ServerProcess : IAsyncDisposable
     /// <summary>Everything the server wrote to stdout and stderr so far (interleaved by line; the last 4 MB).</summary>
     public string Output => output.ToString();
 
-    /// <summary>Starts the server and waits (up to 60 s) until its port accepts TCP connections.</summary>
-    public static async Task<ServerProcess> StartAsync(string serverDllPath, IReadOnlyDictionary<string, string> environment, CancellationToken ct = default)
+    /// <summary>
+    /// Starts the server and waits (up to 60 s) until its port accepts TCP connections. <paramref name="scheme"/> "https"
+    /// makes it listen with TLS (the environment must then configure a certificate, e.g. Kestrel__Certificates__Default__Path).
+    /// </summary>
+    public static async Task<ServerProcess> StartAsync(string serverDllPath, IReadOnlyDictionary<string, string> environment, CancellationToken ct = default, string scheme = "http")
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(serverDllPath);
         ArgumentNullException.ThrowIfNull(environment);
@@ -79,7 +82,7 @@ public sealed class ServerProcess : IAsyncDisposable
             };
             startInfo.ArgumentList.Add(dll);
             startInfo.ArgumentList.Add("--urls");
-            startInfo.ArgumentList.Add($"http://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}");
+            startInfo.ArgumentList.Add($"{scheme}://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}");
             if (!environment.ContainsKey("ASPNETCORE_ENVIRONMENT"))
             {
                 startInfo.Environment["ASPNETCORE_ENVIRONMENT"] = "Development";
@@ -97,7 +100,7 @@ public sealed class ServerProcess : IAsyncDisposable
             process.StandardInput.Close();
             process.BeginOutputReadLine();
             process.BeginErrorReadLine();
-            var server = new ServerProcess(process, output, port);
+            var server = new ServerProcess(process, output, port, scheme);
             try
             {
                 await server.WaitForPortAsync(ct).ConfigureAwait(false);

@@ -11,6 +11,9 @@ public abstract class ServiceTest
     /// <summary>Where the fixture's clock starts: mid-month, mid-day UTC, far from any boundary.</summary>
     protected static readonly DateTimeOffset DefaultStart = new(2026, 11, 18, 12, 0, 0, TimeSpan.Zero);
 
+    /// <summary>The same instant, for tests that host the service without deriving from this class.</summary>
+    public static DateTimeOffset DefaultStartForTests => DefaultStart;
+
     protected MeteringHost Host { get; private set; } = null!;
 
     protected MeteringService.MeteringServiceClient Metering => Host.Metering;

@@ -1,0 +1,163 @@
+using System.Buffers.Binary;
+using System.IO.Compression;
+using Google.Protobuf;
+using Google.Protobuf.Reflection;
+using Google.Rpc;
+using Grpc.Core;
+using Metering.Api.V1;
+using Metering.Server.Security;
+
+namespace Metering.Server.Grpc;
+
+/// <summary>
+/// Reads the request of every unary Metering RPC before gRPC does, and answers a malformed one itself:
+/// a broken length-prefixed frame, a bad compression, or bytes that are not the method's protobuf message are
+/// INVALID_ARGUMENT, a message over <see cref="MaxMessageSize"/> is RESOURCE_EXHAUSTED. Without it, ASP.NET Core gRPC
+/// answers such requests INTERNAL or UNKNOWN, as if the service had failed. The checked bytes are handed on unchanged.
+/// </summary>
+internal sealed class RequestFrameValidation(RequestDelegate next)
+{
+    /// <summary>The largest request message accepted (the same as the gRPC MaxReceiveMessageSize).</summary>
+    public const int MaxMessageSize = 64 * 1024;
+
+    private const int HeaderSize = 5;
+
+    private static readonly Dictionary<string, MessageParser> Parsers = MeteringService.Descriptor.Methods
+        .Concat(AdminService.Descriptor.Methods)
+        .ToDictionary(m => $"/{m.Service.FullName}/{m.Name}", m => m.InputType.Parser, StringComparer.Ordinal);
+
+    public async Task InvokeAsync(HttpContext context)
+    {
+        if (!HttpMethods.IsPost(context.Request.Method) || !Parsers.TryGetValue(context.Request.Path.Value ?? string.Empty, out var parser))
+        {
+            await next(context);
+            return;
+        }
+
+        var body = await ReadBoundedAsync(context.Request.Body, HeaderSize + MaxMessageSize + 1, context.RequestAborted);
+        var problem = Check(body, context.Request.Headers["grpc-encoding"].ToString(), parser, out var tooLarge);
+        if (problem is not null)
+        {
+            await GrpcStatusResponse.WriteAsync(
+                context,
+                tooLarge ? StatusCode.ResourceExhausted : StatusCode.InvalidArgument,
+                problem,
+                new ErrorInfo { Reason = tooLarge ? "MESSAGE_TOO_LARGE" : "MALFORMED_REQUEST", Domain = ErrorInterceptor.ErrorDomain });
+            return;
+        }
+
+        context.Request.Body = new MemoryStream(body, writable: false);
+        await next(context);
+    }
+
+    private static string? Check(byte[] body, string encoding, MessageParser parser, out bool tooLarge)
+    {
+        tooLarge = false;
+        if (body.Length > HeaderSize + MaxMessageSize)
+        {
+            tooLarge = true;
+            return $"The request message is larger than {MaxMessageSize} bytes.";
+        }
+
+        if (body.Length < HeaderSize)
+        {
+            return "The request is not one length-prefixed gRPC message.";
+        }
+
+        var compressed = body[0];
+        var length = BinaryPrimitives.ReadUInt32BigEndian(body.AsSpan(1, 4));
+        if (compressed > 1)
+        {
+            return "The gRPC message flag is neither 0 nor 1.";
+        }
+
+        if (length > MaxMessageSize)
+        {
+            tooLarge = true;
+            return $"The request message is larger than {MaxMessageSize} bytes.";
+        }
+
+        if (length != body.Length - HeaderSize)
+        {
+            return "The gRPC message length does not match the request body (incomplete message or extra data).";
+        }
+
+        ReadOnlyMemory<byte> payload = body.AsMemory(HeaderSize);
+        if (compressed == 1)
+        {
+            if (encoding is "gzip" or "deflate")
+            {
+                if (!TryDecompress(payload, encoding, out var plain, out tooLarge))
+                {
+                    return tooLarge ? $"The request message is larger than {MaxMessageSize} bytes." : $"The request message is not valid {encoding} data.";
+                }
+
+                payload = plain;
+            }
+            else if (encoding is "" or "identity")
+            {
+                return "The request message is flagged compressed but names no grpc-encoding.";
+            }
+            else
+            {
+                return null; // An unsupported encoding: gRPC answers UNIMPLEMENTED with the encodings it supports.
+            }
+        }
+
+        try
+        {
+            parser.ParseFrom(payload.Span);
+            return null;
+        }
+        catch (InvalidProtocolBufferException)
+        {
+            return "The request message is not a valid protobuf message of this method.";
+        }
+    }
+
+    private static bool TryDecompress(ReadOnlyMemory<byte> payload, string encoding, out ReadOnlyMemory<byte> plain, out bool tooLarge)
+    {
+        plain = default;
+        tooLarge = false;
+        try
+        {
+            using var input = new MemoryStream(payload.ToArray(), writable: false);
+            using Stream decompressor = encoding == "gzip"
+                ? new GZipStream(input, CompressionMode.Decompress)
+                : new ZLibStream(input, CompressionMode.Decompress);
+            var buffer = new byte[MaxMessageSize + 1];
+            var total = 0;
+            int read;
+            while (total < buffer.Length && (read = decompressor.Read(buffer, total, buffer.Length - total)) > 0)
+            {
+                total += read;
+            }
+
+            if (total > MaxMessageSize)
+            {
+                tooLarge = true;
+                return false;
+            }
+
+            plain = buffer.AsMemory(0, total);
+            return true;
+        }
+        catch (InvalidDataException)
+        {
+            return false;
+        }
+    }
+
+    private static async Task<byte[]> ReadBoundedAsync(Stream body, int limit, CancellationToken cancellationToken)
+    {
+        using var buffer = new MemoryStream();
+        var chunk = new byte[16 * 1024];
+        int read;
+        while (buffer.Length < limit && (read = await body.ReadAsync(chunk.AsMemory(0, (int)Math.Min(chunk.Length, limit - buffer.Length)), cancellationToken)) > 0)
+        {
+            buffer.Write(chunk, 0, read);
+        }
+
+        return buffer.ToArray();
+    }
+}

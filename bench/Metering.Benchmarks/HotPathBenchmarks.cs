@@ -90,7 +90,7 @@ public class HotPathBenchmarks
     [BenchmarkCategory("write path (PostgreSQL)")]
     public Task<TrackUsageResult> TrackUsage() =>
         _meter.TrackUsageAsync(
-            new TrackUsageCommand(_subject, $"event-{Interlocked.Increment(ref _events)}", Session, null, null, false, NoAttributes),
+            new TrackUsageCommand(_subject, $"event-{Interlocked.Increment(ref _events)}", Session, null, null, false, NoAttributes, RecordedBy: "bench"),
             CancellationToken.None);
 
     /// <summary>The service in process, with its real stores and clock; the first use of Services starts it.</summary>

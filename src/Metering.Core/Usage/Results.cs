@@ -9,7 +9,8 @@ public sealed record CheckLimitResult(
     IReadOnlyList<LimitStatus> Limits,
     string PlanId,
     string? ReservationId,
-    Instant? ReservationExpiresAt);
+    Instant? ReservationExpiresAt,
+    IReadOnlyList<UpgradeOption> UpgradeOptions);
 
 /// <summary>The answer to TrackUsage.</summary>
 public sealed record TrackUsageResult(bool Duplicate, IReadOnlyList<LimitStatus> Limits);

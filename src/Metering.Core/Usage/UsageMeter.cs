@@ -55,7 +55,8 @@ public sealed partial class UsageMeter(
             limits,
             subject.Plan.Id,
             result.Held ? hold!.ReservationId : null,
-            result.Held ? hold!.ExpiresAt : null);
+            result.Held ? hold!.ExpiresAt : null,
+            allowed ? [] : UpgradeOptions(subject, lines, result.Readings));
     }
 
     /// <summary>Records usage once per idempotency key; answers only after the ledger has committed.</summary>
@@ -175,11 +176,11 @@ public sealed partial class UsageMeter(
         var statuses = Evaluate(lines, result.Readings);
         if (statuses.FirstOrDefault(s => s.Decision == Decision.NotInPlan) is { } notInPlan)
         {
-            throw new NotInPlanException(notInPlan.UsageType, subject.Plan.Id);
+            throw new NotInPlanException(notInPlan.UsageType, subject.Plan.Id, UpgradeOptions(subject, lines, result.Readings));
         }
 
         var exceeded = statuses.First(s => s.Decision != Decision.Allowed);
-        throw new LimitExceededException(exceeded.UsageType, exceeded.Limit, exceeded.Remaining);
+        throw new LimitExceededException(exceeded.UsageType, exceeded.Limit, exceeded.Remaining, UpgradeOptions(subject, lines, result.Readings));
     }
 
     private async Task<TrackUsageResult> DuplicateAsync(TrackUsageCommand command, SubjectPlan subject, string recorded, string fingerprint, CancellationToken cancellationToken)
@@ -279,6 +280,12 @@ public sealed partial class UsageMeter(
 
         return lines;
     }
+
+    private IReadOnlyList<UpgradeOption> UpgradeOptions(SubjectPlan subject, IReadOnlyList<CounterLine> lines, IReadOnlyList<CounterReading> readings) =>
+        UpgradeAdvisor.Options(
+            catalog.Current,
+            subject.Plan.Id,
+            [.. lines.Select((line, i) => new RequestedLine(line.Key.UsageType, line.Amount, readings[i].Used, readings[i].Reserved))]);
 
     private static List<LimitStatus> Evaluate(IReadOnlyList<CounterLine> lines, IReadOnlyList<CounterReading> readings) =>
         [.. lines.Select((line, i) => LimitRules.Evaluate(line.Key.UsageType, line.Limit, readings[i].Used, readings[i].Reserved, line.Amount, line.Key.Period))];

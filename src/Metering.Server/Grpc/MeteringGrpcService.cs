@@ -19,6 +19,7 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
             PlanId = result.PlanId,
             ReservationId = result.ReservationId ?? string.Empty,
             ReservationExpiresAt = result.ReservationExpiresAt?.ToTimestamp(),
+            UpgradeOptions = { result.UpgradeOptions.Select(o => o.ToProto()) },
         };
     }
 

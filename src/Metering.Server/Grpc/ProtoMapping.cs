@@ -31,6 +31,23 @@ internal static class ProtoMapping
         },
         PeriodStart = status.Period.Start.ToTimestamp(),
         ResetsAt = status.Period.End.ToTimestamp(),
+        PercentUsed = status.PercentUsed,
+        Level = status.Level switch
+        {
+            UsageLevel.Ok => Wire.UsageLevel.Ok,
+            UsageLevel.Warning => Wire.UsageLevel.Warning,
+            UsageLevel.Critical => Wire.UsageLevel.Critical,
+            UsageLevel.Exhausted => Wire.UsageLevel.Exhausted,
+            _ => Wire.UsageLevel.Unspecified,
+        },
+    };
+
+    public static Wire.UpgradeOption ToProto(this UpgradeOption option) => new()
+    {
+        PlanId = option.PlanId,
+        DisplayName = option.DisplayName,
+        Rank = option.Rank,
+        Limits = { option.Limits.Select(l => new Wire.PlanLimit { UsageType = l.UsageType, Limit = l.Limit }) },
     };
 
     public static Wire.Subscription ToProto(this Subscription subscription) => new()

@@ -17,6 +17,10 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
 
     public DbSet<PlanLimitRow> PlanLimits => Set<PlanLimitRow>();
 
+    public DbSet<CatalogStateRow> CatalogState => Set<CatalogStateRow>();
+
+    public DbSet<CatalogChangeRow> CatalogChanges => Set<CatalogChangeRow>();
+
     public DbSet<SubscriptionRow> Subscriptions => Set<SubscriptionRow>();
 
     public DbSet<UsageEventRow> UsageEvents => Set<UsageEventRow>();
@@ -45,7 +49,29 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
             e.Property(x => x.Id).HasColumnName("id").HasMaxLength(64);
             e.Property(x => x.DisplayName).HasColumnName("display_name").HasMaxLength(128);
             e.Property(x => x.Rank).HasColumnName("rank");
+            e.Property(x => x.Version).HasColumnName("version").HasDefaultValue(1L);
             e.HasMany(x => x.Limits).WithOne().HasForeignKey(x => x.PlanId).OnDelete(DeleteBehavior.Cascade);
+        });
+
+        modelBuilder.Entity<CatalogStateRow>(e =>
+        {
+            e.ToTable("catalog_state", t => t.HasCheckConstraint("CK_catalog_state_single_row", "id = 1"));
+            e.HasKey(x => x.Id);
+            e.Property(x => x.Id).HasColumnName("id").ValueGeneratedNever();
+            e.Property(x => x.CatalogId).HasColumnName("catalog_id");
+            e.Property(x => x.Version).HasColumnName("version");
+        });
+
+        modelBuilder.Entity<CatalogChangeRow>(e =>
+        {
+            e.ToTable("catalog_changes");
+            e.HasKey(x => x.Id);
+            e.Property(x => x.Id).HasColumnName("id").UseIdentityAlwaysColumn();
+            e.Property(x => x.Version).HasColumnName("version");
+            e.Property(x => x.ChangedAt).HasColumnName("changed_at");
+            e.Property(x => x.Kind).HasColumnName("kind").HasMaxLength(32);
+            e.Property(x => x.Target).HasColumnName("target").HasMaxLength(64);
+            e.Property(x => x.Payload).HasColumnName("payload").HasColumnType("jsonb");
         });
 
         modelBuilder.Entity<PlanLimitRow>(e =>

@@ -71,7 +71,16 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
             row.Version++;
         }
 
-        await db.SaveChangesAsync(cancellationToken);
+        try
+        {
+            await db.SaveChangesAsync(cancellationToken);
+        }
+        catch (DbUpdateException ex) when (ex.InnerException is Npgsql.PostgresException { SqlState: Npgsql.PostgresErrorCodes.ForeignKeyViolation })
+        {
+            // The plan was deleted after the request was validated.
+            throw new Core.Errors.InvalidRequestException([new Core.Errors.FieldViolation("plan_id", $"unknown plan '{planId}'")]);
+        }
+
         long? fence = null;
         if (calendarChanged)
         {

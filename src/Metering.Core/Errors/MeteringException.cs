@@ -115,3 +115,24 @@ public sealed class StoreUnavailableException(string store, Exception inner)
         ["store"] = store,
     };
 }
+
+/// <summary>The named entity does not exist.</summary>
+public sealed class NotFoundException(string kind, string id)
+    : MeteringException($"There is no {kind} '{id}'.")
+{
+    public override string Reason => $"{kind.ToUpperInvariant().Replace(' ', '_')}_NOT_FOUND";
+
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>
+    {
+        [kind.Replace(' ', '_') + "_id"] = id,
+    };
+}
+
+/// <summary>The change is refused in the current state (e.g. deleting a plan that subscriptions still use).</summary>
+public sealed class PreconditionFailedException(string reason, string message, IReadOnlyDictionary<string, string> metadata)
+    : MeteringException(message)
+{
+    public override string Reason { get; } = reason;
+
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = metadata;
+}

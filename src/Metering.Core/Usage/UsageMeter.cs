@@ -28,7 +28,7 @@ public sealed partial class UsageMeter(
     /// <summary>Whether every amount fits; with reserve, holds them all or none.</summary>
     public async Task<CheckLimitResult> CheckLimitAsync(CheckLimitCommand command, CancellationToken cancellationToken)
     {
-        new RequestValidator(catalog.Current)
+        new RequestValidator(await catalog.RefreshAsync(cancellationToken))
             .SubjectId("subject_id", command.SubjectId)
             .Usage("usage", command.Usage)
             .ReservationTtl("reservation_ttl", command.ReservationTtl)
@@ -63,7 +63,7 @@ public sealed partial class UsageMeter(
     public async Task<TrackUsageResult> TrackUsageAsync(TrackUsageCommand command, CancellationToken cancellationToken)
     {
         var now = Now();
-        new RequestValidator(catalog.Current)
+        new RequestValidator(await catalog.RefreshAsync(cancellationToken))
             .SubjectId("subject_id", command.SubjectId)
             .Token("idempotency_key", command.IdempotencyKey, RequestValidator.MaxIdempotencyKeyLength)
             .Usage("usage", command.Usage)
@@ -133,7 +133,7 @@ public sealed partial class UsageMeter(
     /// <summary>The current standing of each usage type asked (all when none), changing nothing.</summary>
     public async Task<RemainingResult> GetRemainingAsync(string subjectId, IReadOnlyList<string> usageTypes, CancellationToken cancellationToken)
     {
-        var validator = new RequestValidator(catalog.Current).SubjectId("subject_id", subjectId);
+        var validator = new RequestValidator(await catalog.RefreshAsync(cancellationToken)).SubjectId("subject_id", subjectId);
         for (var i = 0; i < usageTypes.Count; i++)
         {
             validator.UsageType($"usage_types[{i}]", usageTypes[i]);

@@ -1,19 +1,63 @@
 using Grpc.Core;
 using Metering.Api.V1;
+using Metering.Core.Catalog;
 using Metering.Core.Ports;
 using Metering.Core.Subscriptions;
 using Metering.Core.Usage;
-using Metering.Core.Validation;
 
 namespace Metering.Server.Grpc;
 
-/// <summary>metering.v1.AdminService: plans and subscriptions for ops and billing.</summary>
-internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, ICatalogProvider catalog) : AdminService.AdminServiceBase
+/// <summary>metering.v1.AdminService: plans, usage types and subscriptions for ops and billing.</summary>
+internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, CatalogDirectory catalogs, ICatalogProvider catalog) : AdminService.AdminServiceBase
 {
-    public override Task<ListPlansResponse> ListPlans(ListPlansRequest request, ServerCallContext context)
+    public override async Task<ListPlansResponse> ListPlans(ListPlansRequest request, ServerCallContext context)
     {
+        var current = await catalog.RefreshAsync(context.CancellationToken);
+        return new ListPlansResponse
+        {
+            Plans = { current.Plans.Select(p => p.ToProto(current.UsageTypes)) },
+            CatalogVersion = current.Version,
+        };
+    }
+
+    public override async Task<GetPlanResponse> GetPlan(GetPlanRequest request, ServerCallContext context)
+    {
+        var plan = await catalogs.GetPlanAsync(request.PlanId, context.CancellationToken);
         var current = catalog.Current;
-        return Task.FromResult(new ListPlansResponse { Plans = { current.Plans.Select(p => p.ToProto(current.UsageTypes)) } });
+        return new GetPlanResponse { Plan = plan.ToProto(current.UsageTypes), CatalogVersion = current.Version };
+    }
+
+    public override async Task<UpsertPlanResponse> UpsertPlan(UpsertPlanRequest request, ServerCallContext context)
+    {
+        var (plan, version) = await catalogs.UpsertPlanAsync(
+            new UpsertPlanCommand(
+                request.PlanId,
+                request.DisplayName,
+                request.Rank,
+                [.. request.Limits.Select(l => new LimitRequest(l.UsageType, l.Limit))]),
+            context.CancellationToken);
+        return new UpsertPlanResponse { Plan = plan.ToProto(catalog.Current.UsageTypes), CatalogVersion = version };
+    }
+
+    public override async Task<DeletePlanResponse> DeletePlan(DeletePlanRequest request, ServerCallContext context) =>
+        new() { CatalogVersion = await catalogs.DeletePlanAsync(request.PlanId, context.CancellationToken) };
+
+    public override async Task<UpsertUsageTypeResponse> UpsertUsageType(UpsertUsageTypeRequest request, ServerCallContext context)
+    {
+        var (usageType, version) = await catalogs.UpsertUsageTypeAsync(
+            new UpsertUsageTypeCommand(request.Name, request.Unit, request.ResetPeriod.ToDomain()),
+            context.CancellationToken);
+        return new UpsertUsageTypeResponse { UsageType = usageType.ToProto(), CatalogVersion = version };
+    }
+
+    public override async Task<ListUsageTypesResponse> ListUsageTypes(ListUsageTypesRequest request, ServerCallContext context)
+    {
+        var current = await catalog.RefreshAsync(context.CancellationToken);
+        return new ListUsageTypesResponse
+        {
+            UsageTypes = { current.UsageTypes.Select(t => t.ToProto()) },
+            CatalogVersion = current.Version,
+        };
     }
 
     public override async Task<SetSubscriptionResponse> SetSubscription(SetSubscriptionRequest request, ServerCallContext context)
@@ -26,8 +70,7 @@ internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, ICat
 
     public override async Task<GetSubscriptionResponse> GetSubscription(GetSubscriptionRequest request, ServerCallContext context)
     {
-        new RequestValidator(catalog.Current).SubjectId("subject_id", request.SubjectId).ThrowIfInvalid();
-        var subject = await subscriptions.ResolveAsync(request.SubjectId, context.CancellationToken);
+        var subject = await subscriptions.GetAsync(request.SubjectId, context.CancellationToken);
         return new GetSubscriptionResponse { Subscription = subject.Subscription.ToProto() };
     }
 }

@@ -65,6 +65,26 @@ internal static class ProtoMapping
         DisplayName = plan.DisplayName,
         Rank = plan.Rank,
         Limits = { usageTypes.Select(t => new Wire.PlanLimit { UsageType = t.Name, Limit = plan.LimitFor(t.Name) }) },
+        Version = plan.Version,
+    };
+
+    public static Wire.UsageType ToProto(this Core.Catalog.UsageType usageType) => new()
+    {
+        Name = usageType.Name,
+        Unit = usageType.Unit,
+        ResetPeriod = usageType.ResetPeriod switch
+        {
+            Core.Periods.ResetPeriod.Day => Wire.ResetPeriod.Day,
+            Core.Periods.ResetPeriod.Month => Wire.ResetPeriod.Month,
+            _ => Wire.ResetPeriod.Unspecified,
+        },
+    };
+
+    public static Core.Periods.ResetPeriod? ToDomain(this Wire.ResetPeriod period) => period switch
+    {
+        Wire.ResetPeriod.Day => Core.Periods.ResetPeriod.Day,
+        Wire.ResetPeriod.Month => Core.Periods.ResetPeriod.Month,
+        _ => null,
     };
 
     public static Timestamp ToTimestamp(this Instant instant) => Timestamp.FromDateTimeOffset(instant.ToDateTimeOffset());

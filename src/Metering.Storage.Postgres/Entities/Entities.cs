@@ -22,7 +22,43 @@ public sealed class PlanRow
 
     public int Rank { get; set; }
 
+    /// <summary>The catalog version of the plan's last change.</summary>
+    public long Version { get; set; }
+
     public List<PlanLimitRow> Limits { get; set; } = [];
+}
+
+/// <summary>
+/// The one row that identifies the catalog and versions it: every catalog change bumps <see cref="Version"/> in its
+/// transaction, which also serializes catalog writers.
+/// </summary>
+public sealed class CatalogStateRow
+{
+    public int Id { get; set; }
+
+    /// <summary>Random per database: names the catalog's version key in Redis, so databases sharing a Redis stay apart.</summary>
+    public Guid CatalogId { get; set; }
+
+    public long Version { get; set; }
+}
+
+/// <summary>An audit record of one catalog change (a plan or usage type written or deleted).</summary>
+public sealed class CatalogChangeRow
+{
+    public long Id { get; set; }
+
+    public long Version { get; set; }
+
+    public DateTime ChangedAt { get; set; }
+
+    /// <summary>"plan_upserted", "plan_deleted" or "usage_type_upserted".</summary>
+    public required string Kind { get; set; }
+
+    /// <summary>The plan id or usage type name.</summary>
+    public required string Target { get; set; }
+
+    /// <summary>The new state as JSON; empty for a deletion.</summary>
+    public required string Payload { get; set; }
 }
 
 /// <summary>A plan's limit for one usage type; a missing row means "not in the plan".</summary>

@@ -109,6 +109,8 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
             e.Property(x => x.OccurredAt).HasColumnName("occurred_at");
             e.Property(x => x.RecordedAt).HasColumnName("recorded_at");
             e.Property(x => x.ReservationId).HasColumnName("reservation_id").HasMaxLength(64);
+            e.Property(x => x.Kind).HasColumnName("kind").HasMaxLength(16).HasDefaultValue("usage");
+            e.Property(x => x.Reason).HasColumnName("reason").HasMaxLength(512);
             e.Property(x => x.Attributes)
                 .HasColumnName("attributes")
                 .HasColumnType("jsonb")

@@ -1,3 +1,4 @@
+using Metering.Core.Errors;
 using Metering.Core.Ports;
 using Metering.Core.Usage;
 using Metering.Storage.Postgres.Entities;
@@ -41,6 +42,15 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
             return new RecordOutcome.CalendarChanged();
         }
 
+        if (usageEvent.Kind == UsageEventKind.Reset)
+        {
+            // Lock the period total (creating it from the events if needed) and record minus it: usage racing the reset
+            // waits for this row and is added after it, so it is never lost.
+            var line = usageEvent.Lines[0];
+            var periodTotal = await LockTotalAsync(db, line.Key, cancellationToken);
+            usageEvent = usageEvent with { Lines = [line with { Amount = -periodTotal }] };
+        }
+
         db.UsageEvents.Add(ToRow(usageEvent));
         try
         {
@@ -72,11 +82,25 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
                     RETURNING total AS "Total", version AS "Version"
                     """)
                 .ToListAsync(cancellationToken);
+            if (row[0].Total < 0)
+            {
+                await transaction.RollbackAsync(cancellationToken);
+                throw new PreconditionFailedException(
+                    "USAGE_BELOW_ZERO",
+                    $"The correction would take the '{line.Key.UsageType}' total of its period to {row[0].Total}; totals never go below zero.",
+                    new Dictionary<string, string>
+                    {
+                        ["usage_type"] = line.Key.UsageType,
+                        ["total"] = (row[0].Total - line.Amount).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        ["amount"] = line.Amount.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    });
+            }
+
             totals.Add(new CounterValue(line.Key, row[0].Total, row[0].Version));
         }
 
         await transaction.CommitAsync(cancellationToken);
-        return new RecordOutcome.Recorded(totals);
+        return new RecordOutcome.Recorded(totals, usageEvent.Lines);
     }
 
     private async Task<string?> FindFingerprintOnceAsync(string subjectId, string idempotencyKey, CancellationToken cancellationToken)
@@ -118,6 +142,25 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
         return values;
     }
 
+    /// <summary>The period total, created from the events where there is no row yet, locked until the transaction ends.</summary>
+    private static async Task<long> LockTotalAsync(MeteringDbContext db, CounterKey key, CancellationToken cancellationToken)
+    {
+        var (start, end) = Bounds(key);
+        var rows = await db.Database
+            .SqlQuery<TotalRow>($"""
+                INSERT INTO usage_totals (subject_id, usage_type, period_start, period_end, total, version)
+                SELECT {key.SubjectId}, {key.UsageType}, {start}, {end},
+                       COALESCE(SUM(l.amount), 0), nextval('usage_total_versions')
+                FROM usage_event_lines l
+                WHERE l.subject_id = {key.SubjectId} AND l.usage_type = {key.UsageType}
+                  AND l.occurred_at >= {start} AND l.occurred_at < {end}
+                ON CONFLICT (subject_id, usage_type, period_start) DO UPDATE SET total = usage_totals.total
+                RETURNING total AS "Total", version AS "Version"
+                """)
+            .ToListAsync(cancellationToken);
+        return rows[0].Total;
+    }
+
     private static (DateTime Start, DateTime End) Bounds(CounterKey key) =>
         (key.Period.Start.ToDateTimeUtc(), key.Period.End.ToDateTimeUtc());
 
@@ -129,6 +172,8 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
         OccurredAt = usageEvent.OccurredAt.ToDateTimeUtc(),
         RecordedAt = usageEvent.RecordedAt.ToDateTimeUtc(),
         ReservationId = string.IsNullOrEmpty(usageEvent.ReservationId) ? null : usageEvent.ReservationId,
+        Kind = usageEvent.Kind.ToString().ToLowerInvariant(),
+        Reason = usageEvent.Reason,
         Attributes = new Dictionary<string, string>(usageEvent.Attributes),
         Lines = [.. usageEvent.Lines.Select(l => new UsageEventLineRow
         {

@@ -17,3 +17,6 @@ public sealed record TrackUsageResult(bool Duplicate, IReadOnlyList<LimitStatus>
 
 /// <summary>The answer to GetRemaining.</summary>
 public sealed record RemainingResult(string SubjectId, string PlanId, IReadOnlyList<LimitStatus> Limits);
+
+/// <summary>The answer to AdjustUsage and ResetUsage: the amount recorded (0 when a duplicate) and the status after it.</summary>
+public sealed record AdjustmentResult(bool Duplicate, long Amount, LimitStatus Limit);

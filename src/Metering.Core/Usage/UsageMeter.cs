@@ -130,6 +130,49 @@ public sealed partial class UsageMeter(
         }
     }
 
+    /// <summary>
+    /// Records a signed correction as its own ledger event, through the same transaction, total upsert and
+    /// apply-if-newer path as TrackUsage; idempotent per key like TrackUsage. Limits do not apply to corrections,
+    /// but a period total never goes below zero.
+    /// </summary>
+    public async Task<AdjustmentResult> AdjustUsageAsync(AdjustUsageCommand command, CancellationToken cancellationToken)
+    {
+        var now = Now();
+        new RequestValidator(await catalog.RefreshAsync(cancellationToken))
+            .SubjectId("subject_id", command.SubjectId)
+            .UsageType("usage_type", command.UsageType)
+            .AdjustmentAmount("amount", command.Amount)
+            .Text("reason", command.Reason, RequestValidator.MaxReasonLength)
+            .Token("idempotency_key", command.IdempotencyKey, RequestValidator.MaxIdempotencyKeyLength)
+            .OccurredAt("occurred_at", command.OccurredAt, now)
+            .ThrowIfInvalid();
+
+        var fingerprint = UsageFingerprint.Compute(UsageEventKind.Adjustment, command.UsageType, command.Amount, command.Reason, command.OccurredAt);
+        return await RecordCorrectionAsync(
+            command.SubjectId, command.UsageType, command.IdempotencyKey, fingerprint, UsageEventKind.Adjustment,
+            command.Amount, command.Reason, command.OccurredAt ?? now, now, cancellationToken);
+    }
+
+    /// <summary>
+    /// Zeroes the current period of one usage type as a recorded adjustment of minus its total (never by deleting
+    /// events); the ledger works the amount out under the total's row lock, so usage racing it is never lost.
+    /// </summary>
+    public async Task<AdjustmentResult> ResetUsageAsync(ResetUsageCommand command, CancellationToken cancellationToken)
+    {
+        var now = Now();
+        new RequestValidator(await catalog.RefreshAsync(cancellationToken))
+            .SubjectId("subject_id", command.SubjectId)
+            .UsageType("usage_type", command.UsageType)
+            .Text("reason", command.Reason, RequestValidator.MaxReasonLength)
+            .Token("idempotency_key", command.IdempotencyKey, RequestValidator.MaxIdempotencyKeyLength)
+            .ThrowIfInvalid();
+
+        var fingerprint = UsageFingerprint.Compute(UsageEventKind.Reset, command.UsageType, 0, command.Reason, null);
+        return await RecordCorrectionAsync(
+            command.SubjectId, command.UsageType, command.IdempotencyKey, fingerprint, UsageEventKind.Reset,
+            0, command.Reason, now, now, cancellationToken);
+    }
+
     /// <summary>The current standing of each usage type asked (all when none), changing nothing.</summary>
     public async Task<RemainingResult> GetRemainingAsync(string subjectId, IReadOnlyList<string> usageTypes, CancellationToken cancellationToken)
     {
@@ -156,6 +199,65 @@ public sealed partial class UsageMeter(
             .Token("reservation_id", reservationId, RequestValidator.MaxReservationIdLength)
             .ThrowIfInvalid();
         return await counters.ReleaseAsync(subjectId, reservationId, Now(), cancellationToken);
+    }
+
+    private async Task<AdjustmentResult> RecordCorrectionAsync(
+        string subjectId,
+        string usageType,
+        string idempotencyKey,
+        string fingerprint,
+        UsageEventKind kind,
+        long amount,
+        string reason,
+        Instant occurredAt,
+        Instant now,
+        CancellationToken cancellationToken)
+    {
+        var subject = await subscriptions.ResolveAsync(subjectId, cancellationToken);
+        var known = await ledger.FindFingerprintAsync(subjectId, idempotencyKey, cancellationToken);
+        for (var attempt = 1; ; attempt++)
+        {
+            if (known is not null)
+            {
+                if (!string.Equals(known, fingerprint, StringComparison.Ordinal))
+                {
+                    throw new IdempotencyConflictException(idempotencyKey);
+                }
+
+                return new AdjustmentResult(true, 0, (await CurrentLimitsAsync(subject, [usageType], cancellationToken))[0]);
+            }
+
+            var line = Lines(subject, [new UsageRequest(usageType, 1)], occurredAt)[0];
+            var usageEvent = new UsageEvent(
+                subjectId,
+                idempotencyKey,
+                fingerprint,
+                occurredAt,
+                now,
+                subject.Subscription.Calendar,
+                [new UsageLine(line.Key, amount)],
+                null,
+                new Dictionary<string, string>(),
+                kind,
+                reason);
+            switch (await ledger.RecordAsync(usageEvent, cancellationToken))
+            {
+                case RecordOutcome.Recorded recorded:
+                    await ApplyQuietlyAsync(subjectId, recorded.Totals, [], cancellationToken);
+                    return new AdjustmentResult(false, recorded.Lines[0].Amount, (await CurrentLimitsAsync(subject, [usageType], cancellationToken))[0]);
+
+                case RecordOutcome.AlreadyRecorded already:
+                    known = already.Fingerprint;
+                    break;
+
+                case RecordOutcome.CalendarChanged when attempt < MaxCalendarRetries:
+                    subject = await subscriptions.ResolveFreshAsync(subjectId, cancellationToken);
+                    break;
+
+                default:
+                    throw new InvalidOperationException($"The subscription of '{subjectId}' kept changing while a correction was recorded.");
+            }
+        }
     }
 
     /// <summary>

@@ -25,6 +25,7 @@ public sealed partial class RequestValidator(PlanCatalog catalog)
     public const int MaxDisplayNameLength = 128;
     public const int MaxUnitLength = 32;
     public const int MaxPlanLimits = 64;
+    public const int MaxReasonLength = 512;
 
     /// <summary>The largest amount one call may carry: far above any real session, far below any overflow.</summary>
     public const long MaxAmount = 1_000_000_000;
@@ -178,6 +179,19 @@ public sealed partial class RequestValidator(PlanCatalog catalog)
         }
 
         return this;
+    }
+
+    /// <summary>A signed correction: not zero, and within the amount one call may carry either way.</summary>
+    public RequestValidator AdjustmentAmount(string field, long amount)
+    {
+        if (amount == 0)
+        {
+            return Add(field, "must not be zero");
+        }
+
+        return amount is < -MaxAmount or > MaxAmount
+            ? Add(field, $"must be between -{MaxAmount.ToString(CultureInfo.InvariantCulture)} and {MaxAmount.ToString(CultureInfo.InvariantCulture)}")
+            : this;
     }
 
     public RequestValidator BillingAnchorDay(string field, int day) =>

@@ -8,7 +8,7 @@ using Metering.Core.Usage;
 namespace Metering.Server.Grpc;
 
 /// <summary>metering.v1.AdminService: plans, usage types and subscriptions for ops and billing.</summary>
-internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, CatalogDirectory catalogs, ICatalogProvider catalog) : AdminService.AdminServiceBase
+internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, CatalogDirectory catalogs, ICatalogProvider catalog, UsageMeter meter) : AdminService.AdminServiceBase
 {
     public override async Task<ListPlansResponse> ListPlans(ListPlansRequest request, ServerCallContext context)
     {
@@ -58,6 +58,28 @@ internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, Cata
             UsageTypes = { current.UsageTypes.Select(t => t.ToProto()) },
             CatalogVersion = current.Version,
         };
+    }
+
+    public override async Task<AdjustUsageResponse> AdjustUsage(AdjustUsageRequest request, ServerCallContext context)
+    {
+        var result = await meter.AdjustUsageAsync(
+            new AdjustUsageCommand(
+                request.SubjectId,
+                request.UsageType,
+                request.Amount,
+                request.Reason,
+                request.IdempotencyKey,
+                request.OccurredAt.ToInstant("occurred_at")),
+            context.CancellationToken);
+        return new AdjustUsageResponse { Duplicate = result.Duplicate, Limit = result.Limit.ToProto() };
+    }
+
+    public override async Task<ResetUsageResponse> ResetUsage(ResetUsageRequest request, ServerCallContext context)
+    {
+        var result = await meter.ResetUsageAsync(
+            new ResetUsageCommand(request.SubjectId, request.UsageType, request.Reason, request.IdempotencyKey),
+            context.CancellationToken);
+        return new ResetUsageResponse { Duplicate = result.Duplicate, AdjustedBy = result.Amount, Limit = result.Limit.ToProto() };
     }
 
     public override async Task<SetSubscriptionResponse> SetSubscription(SetSubscriptionRequest request, ServerCallContext context)

@@ -108,6 +108,12 @@ public sealed class UsageEventRow
 
     public string? ReservationId { get; set; }
 
+    /// <summary>"usage", "adjustment" or "reset".</summary>
+    public string Kind { get; set; } = "usage";
+
+    /// <summary>Why an adjustment or reset was made; null for usage.</summary>
+    public string? Reason { get; set; }
+
     public Dictionary<string, string> Attributes { get; set; } = [];
 
     public List<UsageEventLineRow> Lines { get; set; } = [];

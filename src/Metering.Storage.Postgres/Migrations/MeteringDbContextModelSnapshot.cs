@@ -238,9 +238,22 @@ namespace Metering.Storage.Postgres.Migrations
                         .HasColumnType("character varying(256)")
                         .HasColumnName("idempotency_key");
 
+                    b.Property<string>("Kind")
+                        .IsRequired()
+                        .ValueGeneratedOnAdd()
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)")
+                        .HasDefaultValue("usage")
+                        .HasColumnName("kind");
+
                     b.Property<DateTime>("OccurredAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("occurred_at");
+
+                    b.Property<string>("Reason")
+                        .HasMaxLength(512)
+                        .HasColumnType("character varying(512)")
+                        .HasColumnName("reason");
 
                     b.Property<DateTime>("RecordedAt")
                         .HasColumnType("timestamp with time zone")

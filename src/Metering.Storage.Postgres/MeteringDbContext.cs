@@ -23,6 +23,8 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
 
     public DbSet<SubscriptionRow> Subscriptions => Set<SubscriptionRow>();
 
+    public DbSet<SubscriptionChangeRow> SubscriptionChanges => Set<SubscriptionChangeRow>();
+
     public DbSet<UsageEventRow> UsageEvents => Set<UsageEventRow>();
 
     public DbSet<UsageEventLineRow> UsageEventLines => Set<UsageEventLineRow>();
@@ -96,6 +98,24 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
             e.Property(x => x.UpdatedAt).HasColumnName("updated_at");
             e.Property(x => x.Version).HasColumnName("version");
             e.HasOne<PlanRow>().WithMany().HasForeignKey(x => x.PlanId).OnDelete(DeleteBehavior.Restrict);
+        });
+
+        modelBuilder.Entity<SubscriptionChangeRow>(e =>
+        {
+            e.ToTable("subscription_changes");
+            e.HasKey(x => x.Id);
+            e.Property(x => x.Id).HasColumnName("id").UseIdentityAlwaysColumn();
+            e.Property(x => x.SubjectId).HasColumnName("subject_id").HasMaxLength(128);
+            e.Property(x => x.Version).HasColumnName("version");
+            e.Property(x => x.ChangedAt).HasColumnName("changed_at");
+            e.Property(x => x.Kind).HasColumnName("kind").HasMaxLength(16);
+            e.Property(x => x.PlanId).HasColumnName("plan_id").HasMaxLength(64);
+            e.Property(x => x.PreviousPlanId).HasColumnName("previous_plan_id").HasMaxLength(64);
+            e.Property(x => x.BillingAnchorDay).HasColumnName("billing_anchor_day");
+            e.Property(x => x.TimeZone).HasColumnName("time_zone").HasMaxLength(64);
+            e.Property(x => x.PreviousBillingAnchorDay).HasColumnName("previous_billing_anchor_day");
+            e.Property(x => x.PreviousTimeZone).HasColumnName("previous_time_zone").HasMaxLength(64);
+            e.HasIndex(x => new { x.SubjectId, x.Id });
         });
 
         modelBuilder.Entity<UsageEventRow>(e =>

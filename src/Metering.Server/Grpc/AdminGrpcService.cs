@@ -1,6 +1,7 @@
 using Grpc.Core;
 using Metering.Api.V1;
 using Metering.Core.Catalog;
+using Metering.Core.History;
 using Metering.Core.Ports;
 using Metering.Core.Subscriptions;
 using Metering.Core.Usage;
@@ -8,7 +9,7 @@ using Metering.Core.Usage;
 namespace Metering.Server.Grpc;
 
 /// <summary>metering.v1.AdminService: plans, usage types and subscriptions for ops and billing.</summary>
-internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, CatalogDirectory catalogs, ICatalogProvider catalog, UsageMeter meter) : AdminService.AdminServiceBase
+internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, CatalogDirectory catalogs, ICatalogProvider catalog, UsageMeter meter, HistoryReader history) : AdminService.AdminServiceBase
 {
     public override async Task<ListPlansResponse> ListPlans(ListPlansRequest request, ServerCallContext context)
     {
@@ -80,6 +81,29 @@ internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, Cata
             new ResetUsageCommand(request.SubjectId, request.UsageType, request.Reason, request.IdempotencyKey),
             context.CancellationToken);
         return new ResetUsageResponse { Duplicate = result.Duplicate, AdjustedBy = result.Amount, Limit = result.Limit.ToProto() };
+    }
+
+    public override async Task<ListUsageEventsResponse> ListUsageEvents(ListUsageEventsRequest request, ServerCallContext context)
+    {
+        var page = await history.ListEventsAsync(
+            request.SubjectId,
+            request.UsageType,
+            request.From.ToInstant("from"),
+            request.To.ToInstant("to"),
+            request.PageSize,
+            request.PageToken,
+            context.CancellationToken);
+        return new ListUsageEventsResponse
+        {
+            Events = { page.Events.Select(e => e.ToProto()) },
+            NextPageToken = page.NextPageToken ?? string.Empty,
+        };
+    }
+
+    public override async Task<ListSubscriptionChangesResponse> ListSubscriptionChanges(ListSubscriptionChangesRequest request, ServerCallContext context)
+    {
+        var changes = await history.ListSubscriptionChangesAsync(request.SubjectId, context.CancellationToken);
+        return new ListSubscriptionChangesResponse { Changes = { changes.Select(c => c.ToProto()) } };
     }
 
     public override async Task<SetSubscriptionResponse> SetSubscription(SetSubscriptionRequest request, ServerCallContext context)

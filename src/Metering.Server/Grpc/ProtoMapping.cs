@@ -87,6 +87,37 @@ internal static class ProtoMapping
         _ => null,
     };
 
+    public static Wire.UsageEvent ToProto(this Core.History.LedgerEvent usageEvent) => new()
+    {
+        IdempotencyKey = usageEvent.IdempotencyKey,
+        Kind = usageEvent.Kind switch
+        {
+            UsageEventKind.Usage => Wire.UsageEventKind.Usage,
+            UsageEventKind.Adjustment => Wire.UsageEventKind.Adjustment,
+            UsageEventKind.Reset => Wire.UsageEventKind.Reset,
+            _ => Wire.UsageEventKind.Unspecified,
+        },
+        OccurredAt = usageEvent.OccurredAt.ToTimestamp(),
+        RecordedAt = usageEvent.RecordedAt.ToTimestamp(),
+        Lines = { usageEvent.Lines.Select(l => new Wire.UsageEventLine { UsageType = l.UsageType, Amount = l.Amount, PeriodStart = l.PeriodStart.ToTimestamp() }) },
+        ReservationId = usageEvent.ReservationId ?? string.Empty,
+        Reason = usageEvent.Reason ?? string.Empty,
+        Attributes = { usageEvent.Attributes.ToDictionary() },
+    };
+
+    public static Wire.SubscriptionChange ToProto(this Core.History.SubscriptionChangeRecord change) => new()
+    {
+        Version = change.Version,
+        ChangedAt = change.ChangedAt.ToTimestamp(),
+        Kind = change.Kind == Core.History.SubscriptionChangeKind.Enrolled ? Wire.SubscriptionChangeKind.Enrolled : Wire.SubscriptionChangeKind.Changed,
+        PlanId = change.PlanId,
+        PreviousPlanId = change.PreviousPlanId ?? string.Empty,
+        BillingAnchorDay = change.BillingAnchorDay,
+        TimeZone = change.TimeZone,
+        PreviousBillingAnchorDay = change.PreviousBillingAnchorDay ?? 0,
+        PreviousTimeZone = change.PreviousTimeZone ?? string.Empty,
+    };
+
     public static Timestamp ToTimestamp(this Instant instant) => Timestamp.FromDateTimeOffset(instant.ToDateTimeOffset());
 
     /// <summary>An optional timestamp; an out-of-range one is the caller's error, named by field.</summary>

@@ -52,6 +52,7 @@ internal static class MeteringServiceCollectionExtensions
         services.AddSingleton<ICatalogProvider>(sp => sp.GetRequiredService<CatalogDirectory>());
         services.AddSingleton<SubscriptionDirectory>();
         services.AddSingleton<UsageMeter>();
+        services.AddSingleton<Core.History.HistoryReader>();
         return services;
     }
 
@@ -65,6 +66,7 @@ internal static class MeteringServiceCollectionExtensions
         services.AddSingleton<ICatalogStore>(sp => sp.GetRequiredService<PostgresCatalogStore>());
         services.AddSingleton<IUsageLedger, PostgresUsageLedger>();
         services.AddSingleton<ISubscriptionStore, PostgresSubscriptionStore>();
+        services.AddSingleton<IHistoryStore, PostgresHistoryStore>();
         return services;
     }
 

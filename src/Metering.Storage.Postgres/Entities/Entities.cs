@@ -90,6 +90,34 @@ public sealed class SubscriptionRow
     public long Version { get; set; }
 }
 
+/// <summary>An audit record of one subscription change, written in the change's transaction.</summary>
+public sealed class SubscriptionChangeRow
+{
+    public long Id { get; set; }
+
+    public required string SubjectId { get; set; }
+
+    /// <summary>The subscription's version after the change.</summary>
+    public long Version { get; set; }
+
+    public DateTime ChangedAt { get; set; }
+
+    /// <summary>"enrolled" or "changed".</summary>
+    public required string Kind { get; set; }
+
+    public required string PlanId { get; set; }
+
+    public string? PreviousPlanId { get; set; }
+
+    public int BillingAnchorDay { get; set; }
+
+    public required string TimeZone { get; set; }
+
+    public int? PreviousBillingAnchorDay { get; set; }
+
+    public string? PreviousTimeZone { get; set; }
+}
+
 /// <summary>One recorded usage event, unique per (subject, idempotency key).</summary>
 public sealed class UsageEventRow
 {

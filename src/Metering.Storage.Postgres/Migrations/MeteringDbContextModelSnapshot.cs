@@ -134,6 +134,72 @@ namespace Metering.Storage.Postgres.Migrations
                     b.ToTable("plans", (string)null);
                 });
 
+            modelBuilder.Entity("Metering.Storage.Postgres.Entities.SubscriptionChangeRow", b =>
+                {
+                    b.Property<long>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("bigint")
+                        .HasColumnName("id");
+
+                    NpgsqlPropertyBuilderExtensions.UseIdentityAlwaysColumn(b.Property<long>("Id"));
+
+                    b.Property<int>("BillingAnchorDay")
+                        .HasColumnType("integer")
+                        .HasColumnName("billing_anchor_day");
+
+                    b.Property<DateTime>("ChangedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("changed_at");
+
+                    b.Property<string>("Kind")
+                        .IsRequired()
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)")
+                        .HasColumnName("kind");
+
+                    b.Property<string>("PlanId")
+                        .IsRequired()
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("plan_id");
+
+                    b.Property<int?>("PreviousBillingAnchorDay")
+                        .HasColumnType("integer")
+                        .HasColumnName("previous_billing_anchor_day");
+
+                    b.Property<string>("PreviousPlanId")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("previous_plan_id");
+
+                    b.Property<string>("PreviousTimeZone")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("previous_time_zone");
+
+                    b.Property<string>("SubjectId")
+                        .IsRequired()
+                        .HasMaxLength(128)
+                        .HasColumnType("character varying(128)")
+                        .HasColumnName("subject_id");
+
+                    b.Property<string>("TimeZone")
+                        .IsRequired()
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("time_zone");
+
+                    b.Property<long>("Version")
+                        .HasColumnType("bigint")
+                        .HasColumnName("version");
+
+                    b.HasKey("Id");
+
+                    b.HasIndex("SubjectId", "Id");
+
+                    b.ToTable("subscription_changes", (string)null);
+                });
+
             modelBuilder.Entity("Metering.Storage.Postgres.Entities.SubscriptionRow", b =>
                 {
                     b.Property<string>("SubjectId")

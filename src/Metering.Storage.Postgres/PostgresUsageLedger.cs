@@ -23,6 +23,74 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
     public Task<IReadOnlyList<CounterValue>> GetTotalsAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken) =>
         LedgerGuard.RunAsync(token => GetTotalsOnceAsync(keys, token), cancellationToken);
 
+    public Task<LedgerSnapshot> InspectAsync(CounterKey key, CancellationToken cancellationToken) =>
+        LedgerGuard.RunAsync(
+            async token =>
+            {
+                await using var db = await contexts.CreateDbContextAsync(token);
+                var (start, end) = Bounds(key);
+                var events = (await db.Database
+                    .SqlQuery<EventSumRow>($"""
+                        SELECT COALESCE(SUM(amount), 0) AS "Total", COUNT(*) AS "Count"
+                        FROM usage_event_lines
+                        WHERE subject_id = {key.SubjectId} AND usage_type = {key.UsageType}
+                          AND occurred_at >= {start} AND occurred_at < {end}
+                        """)
+                    .ToListAsync(token))[0];
+                var row = await db.UsageTotals.AsNoTracking()
+                    .Where(t => t.SubjectId == key.SubjectId && t.UsageType == key.UsageType && t.PeriodStart == start)
+                    .Select(t => new { t.Total, t.Version })
+                    .SingleOrDefaultAsync(token);
+                return new LedgerSnapshot(events.Total, events.Count, row?.Total, row?.Version);
+            },
+            cancellationToken);
+
+    public Task<(CounterValue Value, bool RowFixed)> ReconcileAsync(CounterKey key, CancellationToken cancellationToken) =>
+        LedgerGuard.RunAsync(
+            async token =>
+            {
+                await using var db = await contexts.CreateDbContextAsync(token);
+                await using var transaction = await db.Database.BeginTransactionAsync(token);
+
+                // Lock the row first (creating it from the events if needed); the sum below is a new statement, so it
+                // sees every event committed before the lock. An event still in flight waits for this row and adds its
+                // amount after our commit, so it is neither lost nor counted twice.
+                var locked = await LockTotalAsync(db, key, token);
+                var (start, end) = Bounds(key);
+                var sum = (await db.Database
+                    .SqlQuery<long>($"""
+                        SELECT COALESCE(SUM(amount), 0) AS "Value" FROM usage_event_lines
+                        WHERE subject_id = {key.SubjectId} AND usage_type = {key.UsageType}
+                          AND occurred_at >= {start} AND occurred_at < {end}
+                        """)
+                    .ToListAsync(token))[0];
+                var row = (await db.Database
+                    .SqlQuery<TotalRow>($"""
+                        UPDATE usage_totals SET total = {sum}, version = nextval('usage_total_versions')
+                        WHERE subject_id = {key.SubjectId} AND usage_type = {key.UsageType} AND period_start = {start}
+                        RETURNING total AS "Total", version AS "Version"
+                        """)
+                    .ToListAsync(token))[0];
+                await transaction.CommitAsync(token);
+                return (new CounterValue(key, row.Total, row.Version), locked != sum);
+            },
+            cancellationToken);
+
+    public Task<IReadOnlyList<string>> ListActiveSubjectsAsync(Instant now, CancellationToken cancellationToken) =>
+        LedgerGuard.RunAsync<IReadOnlyList<string>>(
+            async token =>
+            {
+                await using var db = await contexts.CreateDbContextAsync(token);
+                var at = now.ToDateTimeUtc();
+                return await db.UsageTotals.AsNoTracking()
+                    .Where(t => t.PeriodStart <= at && t.PeriodEnd > at)
+                    .Select(t => t.SubjectId)
+                    .Distinct()
+                    .OrderBy(s => s)
+                    .ToListAsync(token);
+            },
+            cancellationToken);
+
     private async Task<RecordOutcome> RecordOnceAsync(UsageEvent usageEvent, CancellationToken cancellationToken)
     {
         await using var db = await contexts.CreateDbContextAsync(cancellationToken);
@@ -188,4 +256,6 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
     private sealed record CalendarRow(int BillingAnchorDay, string TimeZone);
 
     private sealed record TotalRow(long Total, long Version);
+
+    private sealed record EventSumRow(long Total, long Count);
 }

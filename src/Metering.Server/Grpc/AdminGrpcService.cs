@@ -9,7 +9,7 @@ using Metering.Core.Usage;
 namespace Metering.Server.Grpc;
 
 /// <summary>metering.v1.AdminService: plans, usage types and subscriptions for ops and billing.</summary>
-internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, CatalogDirectory catalogs, ICatalogProvider catalog, UsageMeter meter, HistoryReader history) : AdminService.AdminServiceBase
+internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, CatalogDirectory catalogs, ICatalogProvider catalog, UsageMeter meter, HistoryReader history, CounterAuditor auditor) : AdminService.AdminServiceBase
 {
     public override async Task<ListPlansResponse> ListPlans(ListPlansRequest request, ServerCallContext context)
     {
@@ -104,6 +104,20 @@ internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, Cata
     {
         var changes = await history.ListSubscriptionChangesAsync(request.SubjectId, context.CancellationToken);
         return new ListSubscriptionChangesResponse { Changes = { changes.Select(c => c.ToProto()) } };
+    }
+
+    public override async Task<ExplainUsageResponse> ExplainUsage(ExplainUsageRequest request, ServerCallContext context) =>
+        (await auditor.ExplainAsync(request.SubjectId, request.UsageType, context.CancellationToken)).ToProto();
+
+    public override async Task<ReconcileCountersResponse> ReconcileCounters(ReconcileCountersRequest request, ServerCallContext context)
+    {
+        var result = await auditor.ReconcileAsync(request.SubjectId, context.CancellationToken);
+        return new ReconcileCountersResponse
+        {
+            SubjectsChecked = result.SubjectsChecked,
+            CountersChecked = result.CountersChecked,
+            Repairs = { result.Repairs.Select(r => r.ToProto()) },
+        };
     }
 
     public override async Task<SetSubscriptionResponse> SetSubscription(SetSubscriptionRequest request, ServerCallContext context)

@@ -4,6 +4,7 @@ using Metering.Core.Limits;
 using Metering.Core.Subscriptions;
 using Metering.Core.Usage;
 using NodaTime;
+using NodaTime.Text;
 using Duration = NodaTime.Duration;
 using Wire = Metering.Api.V1;
 
@@ -116,6 +117,81 @@ internal static class ProtoMapping
         TimeZone = change.TimeZone,
         PreviousBillingAnchorDay = change.PreviousBillingAnchorDay ?? 0,
         PreviousTimeZone = change.PreviousTimeZone ?? string.Empty,
+    };
+
+    public static Wire.ExplainUsageResponse ToProto(this UsageExplanation explanation)
+    {
+        var response = new Wire.ExplainUsageResponse
+        {
+            Subscription = explanation.Subscription.ToProto(),
+            SubscriptionVersion = explanation.Subscription.Version,
+            PlanId = explanation.Plan.Id,
+            PlanVersion = explanation.Plan.Version,
+            CatalogVersion = explanation.CatalogVersion,
+            Limit = explanation.StatusFromLedger.Limit,
+            ResetPeriod = explanation.UsageType.ToProto().ResetPeriod,
+            PeriodStart = explanation.Period.Start.ToTimestamp(),
+            PeriodEnd = explanation.Period.End.ToTimestamp(),
+            PeriodStartLocal = LocalDateTimePattern.ExtendedIso.Format(explanation.PeriodStartLocal),
+            PeriodEndLocal = LocalDateTimePattern.ExtendedIso.Format(explanation.PeriodEndLocal),
+            TimeZone = explanation.Subscription.TimeZone,
+            LedgerTotal = explanation.Ledger.EventTotal,
+            LedgerEvents = explanation.Ledger.EventCount,
+            Holds = { explanation.Counter.Holds.Select(h => new Wire.Hold { ReservationId = h.ReservationId, Amount = h.Amount, ExpiresAt = h.ExpiresAt.ToTimestamp() }) },
+            CacheState = explanation.CacheState.ToProto(),
+            StatusFromLedger = explanation.StatusFromLedger.ToProto(),
+        };
+        if (explanation.Ledger.RowTotal is { } rowTotal)
+        {
+            response.LedgerTotalRow = rowTotal;
+        }
+
+        if (explanation.Ledger.RowVersion is { } rowVersion)
+        {
+            response.LedgerTotalVersion = rowVersion;
+        }
+
+        if (explanation.Counter.Total is { } counterTotal)
+        {
+            response.CounterValue = counterTotal;
+        }
+
+        if (explanation.Counter.Version is { } counterVersion)
+        {
+            response.CounterVersion = counterVersion;
+        }
+
+        return response;
+    }
+
+    public static Wire.CounterRepair ToProto(this CounterRepair repair)
+    {
+        var proto = new Wire.CounterRepair
+        {
+            SubjectId = repair.Key.SubjectId,
+            UsageType = repair.Key.UsageType,
+            PeriodStart = repair.Key.Period.Start.ToTimestamp(),
+            Before = repair.Before.ToProto(),
+            LedgerTotal = repair.LedgerTotal,
+            LedgerTotalRowFixed = repair.LedgerRowFixed,
+            CounterValueAfter = repair.CounterTotalAfter,
+            CounterVersionAfter = repair.CounterVersionAfter,
+            Evicted = repair.Evicted,
+        };
+        if (repair.CounterTotalBefore is { } before)
+        {
+            proto.CounterValueBefore = before;
+        }
+
+        return proto;
+    }
+
+    public static Wire.CacheState ToProto(this CacheState state) => state switch
+    {
+        CacheState.InSync => Wire.CacheState.InSync,
+        CacheState.Mismatch => Wire.CacheState.Mismatch,
+        CacheState.Missing => Wire.CacheState.Missing,
+        _ => Wire.CacheState.Unspecified,
     };
 
     public static Timestamp ToTimestamp(this Instant instant) => Timestamp.FromDateTimeOffset(instant.ToDateTimeOffset());

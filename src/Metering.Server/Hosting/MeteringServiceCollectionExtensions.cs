@@ -53,6 +53,7 @@ internal static class MeteringServiceCollectionExtensions
         services.AddSingleton<SubscriptionDirectory>();
         services.AddSingleton<UsageMeter>();
         services.AddSingleton<Core.History.HistoryReader>();
+        services.AddSingleton<CounterAuditor>();
         return services;
     }
 

@@ -76,6 +76,26 @@ public sealed class CrossInstanceTests
     }
 
     [Test]
+    public async Task ConcurrentPlanChanges_OnBothInstances_GetDistinctVersions_AndBothInstancesEndOnTheLast()
+    {
+        var responses = await Task.WhenAll(Enumerable.Range(0, 20).Select(i =>
+            (i % 2 == 0 ? _a : _b).Admin.UpsertPlanAsync(new UpsertPlanRequest { PlanId = "pro", DisplayName = "Pro", Rank = 2, Limits = { Limit(Minutes, 2000 + i) } }).ResponseAsync));
+
+        var last = responses.MaxBy(r => r.CatalogVersion)!;
+        var onA = (await _a.Admin.GetPlanAsync(new GetPlanRequest { PlanId = "pro" })).Plan;
+        var onB = (await _b.Admin.GetPlanAsync(new GetPlanRequest { PlanId = "pro" })).Plan;
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(responses.Select(r => r.CatalogVersion), Is.Unique);
+            Assert.That(onA.Version, Is.EqualTo(last.CatalogVersion));
+            Assert.That(onB.Version, Is.EqualTo(last.CatalogVersion));
+            Assert.That(onA.Limits.Single(l => l.UsageType == Minutes).Limit, Is.EqualTo(last.Plan.Limits.Single(l => l.UsageType == Minutes).Limit));
+            Assert.That(onB.Limits.Single(l => l.UsageType == Minutes).Limit, Is.EqualTo(last.Plan.Limits.Single(l => l.UsageType == Minutes).Limit));
+        });
+    }
+
+    [Test]
     public async Task NewPlanAndUsageType_CreatedOnOneInstance_AreUsableOnTheOtherAtOnce()
     {
         var subject = $"user-{Guid.NewGuid():N}";

@@ -40,15 +40,17 @@ public sealed class CrossInstanceTests
         Assert.That((await Check(_b, subject, Minutes, 100)).Allowed, Is.True, "B has the old plan loaded and warm");
 
         // Downgrade the plan on A; B's very next call must deny with the new limit.
-        await _a.Admin.UpsertPlanAsync(new UpsertPlanRequest { PlanId = "starter", DisplayName = "Starter", Rank = 1, Limits = { Limit(Minutes, 120), Limit(Interviews, 3) } });
+        var downgrade = await _a.Admin.UpsertPlanAsync(new UpsertPlanRequest { PlanId = "starter", DisplayName = "Starter", Rank = 1, Limits = { Limit(Minutes, 120), Limit(Interviews, 3) } });
         var denied = await Check(_b, subject, Minutes, 100);
 
         // Upgrade it again on B; A's very next call must allow.
-        await _b.Admin.UpsertPlanAsync(new UpsertPlanRequest { PlanId = "starter", DisplayName = "Starter", Rank = 1, Limits = { Limit(Minutes, 600), Limit(Interviews, 3) } });
+        var upgrade = await _b.Admin.UpsertPlanAsync(new UpsertPlanRequest { PlanId = "starter", DisplayName = "Starter", Rank = 1, Limits = { Limit(Minutes, 600), Limit(Interviews, 3) } });
         var allowed = await Check(_a, subject, Minutes, 100);
 
         Assert.Multiple(() =>
         {
+            Assert.That(denied.PlanVersion, Is.EqualTo(downgrade.CatalogVersion), "B decided with the version A just wrote");
+            Assert.That(allowed.PlanVersion, Is.EqualTo(upgrade.CatalogVersion), "A decided with the version B just wrote");
             Assert.That(denied.Allowed, Is.False);
             Assert.That(denied.Limits[0].Limit, Is.EqualTo(120));
             Assert.That(denied.Limits[0].Remaining, Is.EqualTo(20));

@@ -56,7 +56,8 @@ public sealed partial class UsageMeter(
             subject.Plan.Id,
             result.Held ? hold!.ReservationId : null,
             result.Held ? hold!.ExpiresAt : null,
-            allowed ? [] : UpgradeOptions(subject, lines, result.Readings));
+            allowed ? [] : UpgradeOptions(subject, lines, result.Readings),
+            subject.Plan.Version);
     }
 
     /// <summary>Records usage once per idempotency key; answers only after the ledger has committed.</summary>
@@ -188,7 +189,7 @@ public sealed partial class UsageMeter(
             : usageTypes.Distinct(StringComparer.Ordinal);
         var subject = await subscriptions.ResolveAsync(subjectId, cancellationToken);
         var limits = await CurrentLimitsAsync(subject, names, cancellationToken);
-        return new RemainingResult(subjectId, subject.Plan.Id, limits);
+        return new RemainingResult(subjectId, subject.Plan.Id, limits, subject.Plan.Version);
     }
 
     /// <summary>Gives a hold back; false when it is unknown, expired or already settled.</summary>

@@ -20,6 +20,7 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
             ReservationId = result.ReservationId ?? string.Empty,
             ReservationExpiresAt = result.ReservationExpiresAt?.ToTimestamp(),
             UpgradeOptions = { result.UpgradeOptions.Select(o => o.ToProto()) },
+            PlanVersion = result.PlanVersion,
         };
     }
 
@@ -46,6 +47,7 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
             SubjectId = result.SubjectId,
             PlanId = result.PlanId,
             Limits = { result.Limits.Select(l => l.ToProto()) },
+            PlanVersion = result.PlanVersion,
         };
     }
 

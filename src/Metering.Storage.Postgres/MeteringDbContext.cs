@@ -17,7 +17,13 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
 
     public DbSet<PlanLimitRow> PlanLimits => Set<PlanLimitRow>();
 
+    public DbSet<CatalogStateRow> CatalogState => Set<CatalogStateRow>();
+
+    public DbSet<CatalogChangeRow> CatalogChanges => Set<CatalogChangeRow>();
+
     public DbSet<SubscriptionRow> Subscriptions => Set<SubscriptionRow>();
+
+    public DbSet<SubscriptionChangeRow> SubscriptionChanges => Set<SubscriptionChangeRow>();
 
     public DbSet<UsageEventRow> UsageEvents => Set<UsageEventRow>();
 
@@ -45,7 +51,29 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
             e.Property(x => x.Id).HasColumnName("id").HasMaxLength(64);
             e.Property(x => x.DisplayName).HasColumnName("display_name").HasMaxLength(128);
             e.Property(x => x.Rank).HasColumnName("rank");
+            e.Property(x => x.Version).HasColumnName("version").HasDefaultValue(1L);
             e.HasMany(x => x.Limits).WithOne().HasForeignKey(x => x.PlanId).OnDelete(DeleteBehavior.Cascade);
+        });
+
+        modelBuilder.Entity<CatalogStateRow>(e =>
+        {
+            e.ToTable("catalog_state", t => t.HasCheckConstraint("CK_catalog_state_single_row", "id = 1"));
+            e.HasKey(x => x.Id);
+            e.Property(x => x.Id).HasColumnName("id").ValueGeneratedNever();
+            e.Property(x => x.CatalogId).HasColumnName("catalog_id");
+            e.Property(x => x.Version).HasColumnName("version");
+        });
+
+        modelBuilder.Entity<CatalogChangeRow>(e =>
+        {
+            e.ToTable("catalog_changes");
+            e.HasKey(x => x.Id);
+            e.Property(x => x.Id).HasColumnName("id").UseIdentityAlwaysColumn();
+            e.Property(x => x.Version).HasColumnName("version");
+            e.Property(x => x.ChangedAt).HasColumnName("changed_at");
+            e.Property(x => x.Kind).HasColumnName("kind").HasMaxLength(32);
+            e.Property(x => x.Target).HasColumnName("target").HasMaxLength(64);
+            e.Property(x => x.Payload).HasColumnName("payload").HasColumnType("jsonb");
         });
 
         modelBuilder.Entity<PlanLimitRow>(e =>
@@ -72,6 +100,24 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
             e.HasOne<PlanRow>().WithMany().HasForeignKey(x => x.PlanId).OnDelete(DeleteBehavior.Restrict);
         });
 
+        modelBuilder.Entity<SubscriptionChangeRow>(e =>
+        {
+            e.ToTable("subscription_changes");
+            e.HasKey(x => x.Id);
+            e.Property(x => x.Id).HasColumnName("id").UseIdentityAlwaysColumn();
+            e.Property(x => x.SubjectId).HasColumnName("subject_id").HasMaxLength(128);
+            e.Property(x => x.Version).HasColumnName("version");
+            e.Property(x => x.ChangedAt).HasColumnName("changed_at");
+            e.Property(x => x.Kind).HasColumnName("kind").HasMaxLength(16);
+            e.Property(x => x.PlanId).HasColumnName("plan_id").HasMaxLength(64);
+            e.Property(x => x.PreviousPlanId).HasColumnName("previous_plan_id").HasMaxLength(64);
+            e.Property(x => x.BillingAnchorDay).HasColumnName("billing_anchor_day");
+            e.Property(x => x.TimeZone).HasColumnName("time_zone").HasMaxLength(64);
+            e.Property(x => x.PreviousBillingAnchorDay).HasColumnName("previous_billing_anchor_day");
+            e.Property(x => x.PreviousTimeZone).HasColumnName("previous_time_zone").HasMaxLength(64);
+            e.HasIndex(x => new { x.SubjectId, x.Id });
+        });
+
         modelBuilder.Entity<UsageEventRow>(e =>
         {
             e.ToTable("usage_events");
@@ -84,6 +130,8 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
             e.Property(x => x.RecordedAt).HasColumnName("recorded_at");
             e.Property(x => x.ReservationId).HasColumnName("reservation_id").HasMaxLength(64);
             e.Property(x => x.RecordedBy).HasColumnName("recorded_by").HasMaxLength(64);
+            e.Property(x => x.Kind).HasColumnName("kind").HasMaxLength(16).HasDefaultValue("usage");
+            e.Property(x => x.Reason).HasColumnName("reason").HasMaxLength(512);
             e.Property(x => x.Attributes)
                 .HasColumnName("attributes")
                 .HasColumnType("jsonb")

@@ -28,13 +28,33 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
         }
 
         var at = now.ToDateTimeUtc();
-        await db.Database.ExecuteSqlAsync(
-            $"""
-            INSERT INTO subscriptions (subject_id, plan_id, billing_anchor_day, time_zone, created_at, updated_at, version)
-            VALUES ({subjectId}, {defaultPlanId}, {Subscription.DefaultBillingAnchorDay}, {Subscription.DefaultTimeZone}, {at}, {at}, 1)
-            ON CONFLICT (subject_id) DO NOTHING
-            """,
-            cancellationToken);
+        await using (var transaction = await db.Database.BeginTransactionAsync(cancellationToken))
+        {
+            var inserted = await db.Database.ExecuteSqlAsync(
+                $"""
+                INSERT INTO subscriptions (subject_id, plan_id, billing_anchor_day, time_zone, created_at, updated_at, version)
+                VALUES ({subjectId}, {defaultPlanId}, {Subscription.DefaultBillingAnchorDay}, {Subscription.DefaultTimeZone}, {at}, {at}, 1)
+                ON CONFLICT (subject_id) DO NOTHING
+                """,
+                cancellationToken);
+            if (inserted == 1)
+            {
+                db.SubscriptionChanges.Add(new SubscriptionChangeRow
+                {
+                    SubjectId = subjectId,
+                    Version = 1,
+                    ChangedAt = at,
+                    Kind = "enrolled",
+                    PlanId = defaultPlanId,
+                    BillingAnchorDay = Subscription.DefaultBillingAnchorDay,
+                    TimeZone = Subscription.DefaultTimeZone,
+                });
+                await db.SaveChangesAsync(cancellationToken);
+            }
+
+            await transaction.CommitAsync(cancellationToken);
+        }
+
         return ToDomain(await db.Subscriptions.AsNoTracking().SingleAsync(s => s.SubjectId == subjectId, cancellationToken));
     }
 
@@ -47,6 +67,18 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
             .FromSql($"SELECT * FROM subscriptions WHERE subject_id = {subjectId} FOR UPDATE")
             .SingleOrDefaultAsync(cancellationToken);
         var calendarChanged = false;
+        var change = new SubscriptionChangeRow
+        {
+            SubjectId = subjectId,
+            ChangedAt = at,
+            Kind = "changed",
+            PlanId = planId,
+            PreviousPlanId = row?.PlanId,
+            BillingAnchorDay = calendar.BillingAnchorDay,
+            TimeZone = calendar.TimeZone,
+            PreviousBillingAnchorDay = row?.BillingAnchorDay,
+            PreviousTimeZone = row?.TimeZone,
+        };
         if (row is null)
         {
             row = new SubscriptionRow
@@ -71,7 +103,18 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
             row.Version++;
         }
 
-        await db.SaveChangesAsync(cancellationToken);
+        change.Version = row.Version;
+        db.SubscriptionChanges.Add(change);
+        try
+        {
+            await db.SaveChangesAsync(cancellationToken);
+        }
+        catch (DbUpdateException ex) when (ex.InnerException is Npgsql.PostgresException { SqlState: Npgsql.PostgresErrorCodes.ForeignKeyViolation })
+        {
+            // The plan was deleted after the request was validated.
+            throw new Core.Errors.InvalidRequestException([new Core.Errors.FieldViolation("plan_id", $"unknown plan '{planId}'")]);
+        }
+
         long? fence = null;
         if (calendarChanged)
         {

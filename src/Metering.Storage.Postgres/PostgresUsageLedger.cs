@@ -1,3 +1,4 @@
+using Metering.Core.Errors;
 using Metering.Core.Ports;
 using Metering.Core.Usage;
 using Metering.Core.Validation;
@@ -23,6 +24,74 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
     public Task<IReadOnlyList<CounterValue>> GetTotalsAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken) =>
         LedgerGuard.RunAsync(token => GetTotalsOnceAsync(keys, token), cancellationToken);
 
+    public Task<LedgerSnapshot> InspectAsync(CounterKey key, CancellationToken cancellationToken) =>
+        LedgerGuard.RunAsync(
+            async token =>
+            {
+                await using var db = await contexts.CreateDbContextAsync(token);
+                var (start, end) = Bounds(key);
+                var events = (await db.Database
+                    .SqlQuery<EventSumRow>($"""
+                        SELECT COALESCE(SUM(amount), 0) AS "Total", COUNT(*) AS "Count"
+                        FROM usage_event_lines
+                        WHERE subject_id = {key.SubjectId} AND usage_type = {key.UsageType}
+                          AND occurred_at >= {start} AND occurred_at < {end}
+                        """)
+                    .ToListAsync(token))[0];
+                var row = await db.UsageTotals.AsNoTracking()
+                    .Where(t => t.SubjectId == key.SubjectId && t.UsageType == key.UsageType && t.PeriodStart == start)
+                    .Select(t => new { t.Total, t.Version })
+                    .SingleOrDefaultAsync(token);
+                return new LedgerSnapshot(events.Total, events.Count, row?.Total, row?.Version);
+            },
+            cancellationToken);
+
+    public Task<(CounterValue Value, bool RowFixed)> ReconcileAsync(CounterKey key, CancellationToken cancellationToken) =>
+        LedgerGuard.RunAsync(
+            async token =>
+            {
+                await using var db = await contexts.CreateDbContextAsync(token);
+                await using var transaction = await db.Database.BeginTransactionAsync(token);
+
+                // Lock the row first (creating it from the events if needed); the sum below is a new statement, so it
+                // sees every event committed before the lock. An event still in flight waits for this row and adds its
+                // amount after our commit, so it is neither lost nor counted twice.
+                var locked = await LockTotalAsync(db, key, token);
+                var (start, end) = Bounds(key);
+                var sum = (await db.Database
+                    .SqlQuery<long>($"""
+                        SELECT COALESCE(SUM(amount), 0) AS "Value" FROM usage_event_lines
+                        WHERE subject_id = {key.SubjectId} AND usage_type = {key.UsageType}
+                          AND occurred_at >= {start} AND occurred_at < {end}
+                        """)
+                    .ToListAsync(token))[0];
+                var row = (await db.Database
+                    .SqlQuery<TotalRow>($"""
+                        UPDATE usage_totals SET total = {sum}, version = nextval('usage_total_versions')
+                        WHERE subject_id = {key.SubjectId} AND usage_type = {key.UsageType} AND period_start = {start}
+                        RETURNING total AS "Total", version AS "Version"
+                        """)
+                    .ToListAsync(token))[0];
+                await transaction.CommitAsync(token);
+                return (new CounterValue(key, row.Total, row.Version), locked != sum);
+            },
+            cancellationToken);
+
+    public Task<IReadOnlyList<string>> ListActiveSubjectsAsync(Instant now, CancellationToken cancellationToken) =>
+        LedgerGuard.RunAsync<IReadOnlyList<string>>(
+            async token =>
+            {
+                await using var db = await contexts.CreateDbContextAsync(token);
+                var at = now.ToDateTimeUtc();
+                return await db.UsageTotals.AsNoTracking()
+                    .Where(t => t.PeriodStart <= at && t.PeriodEnd > at)
+                    .Select(t => t.SubjectId)
+                    .Distinct()
+                    .OrderBy(s => s)
+                    .ToListAsync(token);
+            },
+            cancellationToken);
+
     private async Task<RecordOutcome> RecordOnceAsync(UsageEvent usageEvent, CancellationToken cancellationToken)
     {
         await using var db = await contexts.CreateDbContextAsync(cancellationToken);
@@ -40,6 +109,15 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
             current.TimeZone != usageEvent.Calendar.TimeZone)
         {
             return new RecordOutcome.CalendarChanged();
+        }
+
+        if (usageEvent.Kind == UsageEventKind.Reset)
+        {
+            // Lock the period total (creating it from the events if needed) and record minus it: usage racing the reset
+            // waits for this row and is added after it, so it is never lost.
+            var line = usageEvent.Lines[0];
+            var periodTotal = await LockTotalAsync(db, line.Key, cancellationToken);
+            usageEvent = usageEvent with { Lines = [line with { Amount = -periodTotal }] };
         }
 
         db.UsageEvents.Add(ToRow(usageEvent));
@@ -80,11 +158,25 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
                 return new RecordOutcome.TotalCeilingReached(line.Key.UsageType);
             }
 
+            if (row[0].Total < 0)
+            {
+                await transaction.RollbackAsync(cancellationToken);
+                throw new PreconditionFailedException(
+                    "USAGE_BELOW_ZERO",
+                    $"The correction would take the '{line.Key.UsageType}' total of its period to {row[0].Total}; totals never go below zero.",
+                    new Dictionary<string, string>
+                    {
+                        ["usage_type"] = line.Key.UsageType,
+                        ["total"] = (row[0].Total - line.Amount).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        ["amount"] = line.Amount.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    });
+            }
+
             totals.Add(new CounterValue(line.Key, row[0].Total, row[0].Version));
         }
 
         await transaction.CommitAsync(cancellationToken);
-        return new RecordOutcome.Recorded(totals);
+        return new RecordOutcome.Recorded(totals, usageEvent.Lines);
     }
 
     private async Task<string?> FindFingerprintOnceAsync(string subjectId, string idempotencyKey, CancellationToken cancellationToken)
@@ -126,6 +218,25 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
         return values;
     }
 
+    /// <summary>The period total, created from the events where there is no row yet, locked until the transaction ends.</summary>
+    private static async Task<long> LockTotalAsync(MeteringDbContext db, CounterKey key, CancellationToken cancellationToken)
+    {
+        var (start, end) = Bounds(key);
+        var rows = await db.Database
+            .SqlQuery<TotalRow>($"""
+                INSERT INTO usage_totals (subject_id, usage_type, period_start, period_end, total, version)
+                SELECT {key.SubjectId}, {key.UsageType}, {start}, {end},
+                       COALESCE(SUM(l.amount), 0), nextval('usage_total_versions')
+                FROM usage_event_lines l
+                WHERE l.subject_id = {key.SubjectId} AND l.usage_type = {key.UsageType}
+                  AND l.occurred_at >= {start} AND l.occurred_at < {end}
+                ON CONFLICT (subject_id, usage_type, period_start) DO UPDATE SET total = usage_totals.total
+                RETURNING total AS "Total", version AS "Version"
+                """)
+            .ToListAsync(cancellationToken);
+        return rows[0].Total;
+    }
+
     private static (DateTime Start, DateTime End) Bounds(CounterKey key) =>
         (key.Period.Start.ToDateTimeUtc(), key.Period.End.ToDateTimeUtc());
 
@@ -137,6 +248,8 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
         OccurredAt = usageEvent.OccurredAt.ToDateTimeUtc(),
         RecordedAt = usageEvent.RecordedAt.ToDateTimeUtc(),
         ReservationId = string.IsNullOrEmpty(usageEvent.ReservationId) ? null : usageEvent.ReservationId,
+        Kind = usageEvent.Kind.ToString().ToLowerInvariant(),
+        Reason = usageEvent.Reason,
         Attributes = new Dictionary<string, string>(usageEvent.Attributes),
         RecordedBy = usageEvent.RecordedBy,
         Lines = [.. usageEvent.Lines.Select(l => new UsageEventLineRow
@@ -152,4 +265,6 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
     private sealed record CalendarRow(int BillingAnchorDay, string TimeZone);
 
     private sealed record TotalRow(long Total, long Version);
+
+    private sealed record EventSumRow(long Total, long Count);
 }

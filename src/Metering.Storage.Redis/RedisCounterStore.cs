@@ -94,4 +94,44 @@ public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard g
                 cancellationToken);
         }
     }
+
+    public async Task<CounterSnapshot> InspectAsync(CounterKey key, Instant now, CancellationToken cancellationToken)
+    {
+        var counter = await guard.RunAsync(() => Database.HashGetAllAsync(RedisKeys.Counter(key)), cancellationToken);
+        var holds = await guard.RunAsync(() => Database.HashGetAllAsync(RedisKeys.Holds(key.SubjectId)), cancellationToken);
+        var fields = counter.ToDictionary(e => e.Name.ToString(), e => e.Value, StringComparer.Ordinal);
+        long? total = fields.TryGetValue("t", out var t) ? (long)t : null;
+        long? version = fields.TryGetValue("v", out var v) ? (long)v : null;
+        var period = RedisKeys.Period(key);
+        var live = new List<HoldInfo>();
+        foreach (var hold in holds)
+        {
+            // "<expires_ms>\n<usage_type> <period> <amount>\n…", as check.lua writes it.
+            var lines = hold.Value.ToString().Split('\n');
+            var expires = Instant.FromUnixTimeMilliseconds(long.Parse(lines[0], CultureInfo.InvariantCulture));
+            if (expires <= now)
+            {
+                continue;
+            }
+
+            foreach (var line in lines.Skip(1))
+            {
+                var parts = line.Split(' ');
+                if (parts.Length == 3 && parts[0] == key.UsageType && parts[1] == period)
+                {
+                    live.Add(new HoldInfo(hold.Name.ToString(), long.Parse(parts[2], CultureInfo.InvariantCulture), expires));
+                }
+            }
+        }
+
+        return new CounterSnapshot(total, version, live);
+    }
+
+    public async Task EvictAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken)
+    {
+        foreach (var key in keys)
+        {
+            await guard.RunAsync(() => Database.KeyDeleteAsync(RedisKeys.Counter(key)), cancellationToken);
+        }
+    }
 }

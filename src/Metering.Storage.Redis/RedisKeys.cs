@@ -14,6 +14,9 @@ internal static class RedisKeys
 
     public static RedisKey Subscription(string subjectId) => $"mtr:{{{subjectId}}}:sub";
 
+    /// <summary>The catalog version of one ledger database (its catalog id), shared by every instance on it.</summary>
+    public static RedisKey CatalogVersion(string catalogId) => $"mtr:catalog:{{{catalogId}}}:v";
+
     public static RedisKey Counter(CounterKey key) => $"mtr:{{{key.SubjectId}}}:c:{key.UsageType}:{Period(key)}";
 
     /// <summary>The period as holds name it: its start in Unix seconds.</summary>

@@ -14,6 +14,10 @@ public sealed class RedisOptions
     [Range(typeof(TimeSpan), "00:00:05", "1.00:00:00")]
     public TimeSpan SubscriptionTtl { get; set; } = TimeSpan.FromMinutes(15);
 
+    /// <summary>How long the shared catalog version lives after its last write; when missing it is read from PostgreSQL.</summary>
+    [Range(typeof(TimeSpan), "00:00:05", "1.00:00:00")]
+    public TimeSpan CatalogVersionTtl { get; set; } = TimeSpan.FromMinutes(1);
+
     /// <summary>Time budget of one Redis call, retries included.</summary>
     [Range(typeof(TimeSpan), "00:00:00.050", "00:00:30")]
     public TimeSpan OperationTimeout { get; set; } = TimeSpan.FromSeconds(2);

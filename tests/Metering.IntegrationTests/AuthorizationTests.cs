@@ -34,7 +34,21 @@ public sealed class AuthorizationTests : ServiceTest
         ["metering.v1.AdminService/ListPlans"] = "metering.read",
         ["metering.v1.AdminService/GetSubscription"] = "metering.read",
         ["metering.v1.AdminService/SetSubscription"] = "metering.admin",
+        ["metering.v1.AdminService/GetPlan"] = "metering.read",
+        ["metering.v1.AdminService/UpsertPlan"] = "metering.admin",
+        ["metering.v1.AdminService/DeletePlan"] = "metering.admin",
+        ["metering.v1.AdminService/UpsertUsageType"] = "metering.admin",
+        ["metering.v1.AdminService/ListUsageTypes"] = "metering.read",
+        ["metering.v1.AdminService/AdjustUsage"] = "metering.admin",
+        ["metering.v1.AdminService/ResetUsage"] = "metering.admin",
+        ["metering.v1.AdminService/ListUsageEvents"] = "metering.read",
+        ["metering.v1.AdminService/ListSubscriptionChanges"] = "metering.read",
+        ["metering.v1.AdminService/ExplainUsage"] = "metering.read",
+        ["metering.v1.AdminService/ReconcileCounters"] = "metering.admin",
     };
+
+    /// <summary>Plan and usage type changes reach every fixture sharing a catalog, so this one has its own.</summary>
+    protected override bool OwnDatabase => true;
 
     private static IEnumerable<MethodDescriptor> AllMethods =>
         MeteringService.Descriptor.Methods.Concat(AdminService.Descriptor.Methods);
@@ -83,7 +97,12 @@ public sealed class AuthorizationTests : ServiceTest
             _ => TestKeys.ByScope[caller],
         };
         using var channel = Host.ChannelFor(key);
+        if (method.Name == "DeletePlan")
+        {
+            await Admin.UpsertPlanAsync((UpsertPlanRequest)RequestFor("UpsertPlan", subject));
+        }
 
+        var catalogBefore = (await Admin.ListPlansAsync(new ListPlansRequest())).CatalogVersion;
         var status = await CallAsync(channel, method, RequestFor(method.Name, subject));
 
         var expected = caller switch
@@ -96,6 +115,7 @@ public sealed class AuthorizationTests : ServiceTest
         if (expected != StatusCode.OK)
         {
             await AssertNothingChangedAsync(subject);
+            Assert.That((await Admin.ListPlansAsync(new ListPlansRequest())).CatalogVersion, Is.EqualTo(catalogBefore), "catalog unchanged");
         }
     }
 
@@ -256,6 +276,23 @@ public sealed class AuthorizationTests : ServiceTest
         "ListPlans" => new ListPlansRequest(),
         "GetSubscription" => new GetSubscriptionRequest { SubjectId = subject },
         "SetSubscription" => new SetSubscriptionRequest { SubjectId = subject, PlanId = "pro" },
+        "GetPlan" => new GetPlanRequest { PlanId = "pro" },
+        "UpsertPlan" => new UpsertPlanRequest
+        {
+            PlanId = $"plan-{subject}",
+            DisplayName = "Authorization test",
+            Rank = 50,
+            Limits = { new PlanLimit { UsageType = Minutes, Limit = 5 } },
+        },
+        "DeletePlan" => new DeletePlanRequest { PlanId = $"plan-{subject}" },
+        "UpsertUsageType" => new UpsertUsageTypeRequest { Name = $"type-{subject}", Unit = "unit", ResetPeriod = ResetPeriod.Day },
+        "ListUsageTypes" => new ListUsageTypesRequest(),
+        "AdjustUsage" => new AdjustUsageRequest { SubjectId = subject, UsageType = Minutes, Amount = 5, Reason = "authorization test", IdempotencyKey = "k-adjust" },
+        "ResetUsage" => new ResetUsageRequest { SubjectId = subject, UsageType = Minutes, Reason = "authorization test", IdempotencyKey = "k-reset" },
+        "ListUsageEvents" => new ListUsageEventsRequest { SubjectId = subject },
+        "ListSubscriptionChanges" => new ListSubscriptionChangesRequest { SubjectId = subject },
+        "ExplainUsage" => new ExplainUsageRequest { SubjectId = subject, UsageType = Minutes },
+        "ReconcileCounters" => new ReconcileCountersRequest { SubjectId = subject },
         _ => throw new ArgumentException($"no request for {method}: add one", nameof(method)),
     };
 

@@ -118,6 +118,8 @@ public sealed class CheckLimitTests : ServiceTest
             Reserved = 150,
             Remaining = 50,
             Decision = Decision.Allowed,
+            PercentUsed = 100.0 * 250 / 300,
+            Level = UsageLevel.Warning,
             PeriodStart = response.Limits[0].PeriodStart,
             ResetsAt = response.Limits[0].ResetsAt,
         }));

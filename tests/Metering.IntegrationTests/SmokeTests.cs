@@ -82,6 +82,46 @@ public sealed class SmokeTests
     }
 
     [Test]
+    public async Task SupportFlow_ThroughReflection_CorrectsExplainsAndListsHistory()
+    {
+        var subject = $"smoke-{Guid.NewGuid():N}";
+        await CallAsync("metering.v1.AdminService/SetSubscription", $$"""{"subject_id":"{{subject}}","plan_id":"pro","billing_anchor_day":15,"time_zone":"Europe/Berlin"}""");
+        await CallAsync(
+            "metering.v1.MeteringService/TrackUsage",
+            $$"""{"subject_id":"{{subject}}","idempotency_key":"session-9f1c","usage":[{"usage_type":"minutes_per_month","amount":40},{"usage_type":"interviews_per_day","amount":1}]}""");
+
+        var adjusted = await CallAsync(
+            "metering.v1.AdminService/AdjustUsage",
+            $$"""{"subject_id":"{{subject}}","usage_type":"minutes_per_month","amount":-23,"reason":"broken interview session-9f1c","idempotency_key":"refund-9f1c"}""");
+        var reset = await CallAsync(
+            "metering.v1.AdminService/ResetUsage",
+            $$"""{"subject_id":"{{subject}}","usage_type":"interviews_per_day","reason":"support ticket 1234","idempotency_key":"reset-1234"}""");
+        var events = await CallAsync("metering.v1.AdminService/ListUsageEvents", $$"""{"subject_id":"{{subject}}","page_size":20}""");
+        var explained = await CallAsync("metering.v1.AdminService/ExplainUsage", $$"""{"subject_id":"{{subject}}","usage_type":"minutes_per_month"}""");
+        var reconciled = await CallAsync("metering.v1.AdminService/ReconcileCounters", $$"""{"subject_id":"{{subject}}"}""");
+        var changes = await CallAsync("metering.v1.AdminService/ListSubscriptionChanges", $$"""{"subject_id":"{{subject}}"}""");
+        var plan = await CallAsync("metering.v1.AdminService/GetPlan", """{"plan_id":"pro"}""");
+        var usageTypes = await CallAsync("metering.v1.AdminService/ListUsageTypes", "{}");
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(adjusted.GetProperty("limit").GetProperty("used").GetString(), Is.EqualTo("17"));
+            Assert.That(reset.GetProperty("adjustedBy").GetString(), Is.EqualTo("-1"));
+            Assert.That(
+                events.GetProperty("events").EnumerateArray().Select(e => e.GetProperty("kind").GetString()),
+                Is.EquivalentTo(new[] { "USAGE_EVENT_KIND_USAGE", "USAGE_EVENT_KIND_ADJUSTMENT", "USAGE_EVENT_KIND_RESET" }));
+            Assert.That(explained.GetProperty("cacheState").GetString(), Is.EqualTo("CACHE_STATE_IN_SYNC"));
+            Assert.That(explained.GetProperty("ledgerTotal").GetString(), Is.EqualTo("17"));
+            Assert.That(explained.GetProperty("timeZone").GetString(), Is.EqualTo("Europe/Berlin"));
+            Assert.That(reconciled.GetProperty("countersChecked").GetInt32(), Is.EqualTo(4));
+            Assert.That(reconciled.TryGetProperty("repairs", out var repairs) ? repairs.GetArrayLength() : 0, Is.Zero, "nothing to repair");
+            Assert.That(changes.GetProperty("changes").GetArrayLength(), Is.EqualTo(1));
+            Assert.That(plan.GetProperty("plan").GetProperty("displayName").GetString(), Is.EqualTo("Pro"));
+            Assert.That(usageTypes.GetProperty("usageTypes").GetArrayLength(), Is.EqualTo(4));
+        });
+    }
+
+    [Test]
     public async Task BadInput_ThroughReflection_IsInvalidArgumentNamingTheField()
     {
         var result = await BufCurl.InvokeAsync(

@@ -8,8 +8,9 @@ public sealed class PlanCatalog
     private readonly Dictionary<string, UsageType> _usageTypes;
     private readonly Dictionary<string, Plan> _plans;
 
-    public PlanCatalog(IEnumerable<UsageType> usageTypes, IEnumerable<Plan> plans)
+    public PlanCatalog(IEnumerable<UsageType> usageTypes, IEnumerable<Plan> plans, long version = 0)
     {
+        Version = version;
         UsageTypes = [.. usageTypes.OrderBy(t => t.Name, StringComparer.Ordinal)];
         Plans = [.. plans.OrderBy(p => p.Rank).ThenBy(p => p.Id, StringComparer.Ordinal)];
         _usageTypes = UsageTypes.ToDictionary(t => t.Name, StringComparer.Ordinal);
@@ -30,6 +31,9 @@ public sealed class PlanCatalog
             }
         }
     }
+
+    /// <summary>Grows with every stored change of the catalog; instances reload when the shared version is newer.</summary>
+    public long Version { get; }
 
     /// <summary>Usage types in name order.</summary>
     public IReadOnlyList<UsageType> UsageTypes { get; }

@@ -1,3 +1,7 @@
+using System.Globalization;
+using System.Text.Json;
+using Metering.Core.Limits;
+
 namespace Metering.Core.Errors;
 
 /// <summary>A failure the caller can act on. The gRPC layer maps each subclass to one status code in one place.</summary>
@@ -23,36 +27,67 @@ public sealed class InvalidRequestException(IReadOnlyList<FieldViolation> violat
 }
 
 /// <summary>An enforced amount does not fit what is left of the limit; nothing was recorded.</summary>
-public sealed class LimitExceededException(string usageType, long limit, long remaining)
+public sealed class LimitExceededException(string usageType, long limit, long remaining, IReadOnlyList<UpgradeOption>? upgradeOptions = null)
     : MeteringException($"Usage type '{usageType}' is over its limit: limit {limit}, remaining {remaining}.")
 {
     public string UsageType { get; } = usageType;
 
+    /// <summary>The plans that would have allowed the whole request, in rank order.</summary>
+    public IReadOnlyList<UpgradeOption> UpgradeOptions { get; } = upgradeOptions ?? [];
+
     public override string Reason => "LIMIT_EXCEEDED";
 
-    public override IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>
-    {
-        ["usage_type"] = usageType,
-        ["limit"] = limit.ToString(System.Globalization.CultureInfo.InvariantCulture),
-        ["remaining"] = remaining.ToString(System.Globalization.CultureInfo.InvariantCulture),
-    };
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = UpgradeMetadata.With(
+        new Dictionary<string, string>
+        {
+            ["usage_type"] = usageType,
+            ["limit"] = limit.ToString(CultureInfo.InvariantCulture),
+            ["remaining"] = remaining.ToString(CultureInfo.InvariantCulture),
+        },
+        upgradeOptions ?? []);
 }
 
 /// <summary>An enforced usage type is not in the subject's plan; nothing was recorded.</summary>
-public sealed class NotInPlanException(string usageType, string planId)
+public sealed class NotInPlanException(string usageType, string planId, IReadOnlyList<UpgradeOption>? upgradeOptions = null)
     : MeteringException($"Usage type '{usageType}' is not included in plan '{planId}'.")
 {
     public string UsageType { get; } = usageType;
 
+    /// <summary>The plans that would have allowed the whole request, in rank order.</summary>
+    public IReadOnlyList<UpgradeOption> UpgradeOptions { get; } = upgradeOptions ?? [];
+
     public override string Reason => "NOT_IN_PLAN";
 
-    public override IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = UpgradeMetadata.With(
+        new Dictionary<string, string>
+        {
+            ["usage_type"] = usageType,
+            ["plan_id"] = planId,
+            ["limit"] = "0",
+            ["remaining"] = "0",
+        },
+        upgradeOptions ?? []);
+}
+
+/// <summary>
+/// How upgrade options travel in <c>google.rpc.ErrorInfo.metadata</c> (a string map): <c>upgrade_options</c> is the
+/// plan ids in rank order, comma-separated; <c>upgrade_options_json</c> the full list
+/// (<c>[{"plan_id","display_name","rank","limits":{"usage_type":limit}}]</c>). Both are present, possibly empty.
+/// </summary>
+internal static class UpgradeMetadata
+{
+    public static Dictionary<string, string> With(Dictionary<string, string> metadata, IReadOnlyList<UpgradeOption> options)
     {
-        ["usage_type"] = usageType,
-        ["plan_id"] = planId,
-        ["limit"] = "0",
-        ["remaining"] = "0",
-    };
+        metadata["upgrade_options"] = string.Join(",", options.Select(o => o.PlanId));
+        metadata["upgrade_options_json"] = JsonSerializer.Serialize(options.Select(o => new Dictionary<string, object>
+        {
+            ["plan_id"] = o.PlanId,
+            ["display_name"] = o.DisplayName,
+            ["rank"] = o.Rank,
+            ["limits"] = o.Limits.ToDictionary(l => l.UsageType, l => l.Limit, StringComparer.Ordinal),
+        }));
+        return metadata;
+    }
 }
 
 /// <summary>The idempotency key was already used for a different payload; nothing was recorded.</summary>
@@ -97,4 +132,24 @@ public sealed class TotalCeilingException(string usageType)
         ["usage_type"] = usageType,
         ["max_period_total"] = Validation.RequestValidator.MaxPeriodTotal.ToString(System.Globalization.CultureInfo.InvariantCulture),
     };
+}
+/// <summary>The named entity does not exist.</summary>
+public sealed class NotFoundException(string kind, string id)
+    : MeteringException($"There is no {kind} '{id}'.")
+{
+    public override string Reason => $"{kind.ToUpperInvariant().Replace(' ', '_')}_NOT_FOUND";
+
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>
+    {
+        [kind.Replace(' ', '_') + "_id"] = id,
+    };
+}
+
+/// <summary>The change is refused in the current state (e.g. deleting a plan that subscriptions still use).</summary>
+public sealed class PreconditionFailedException(string reason, string message, IReadOnlyDictionary<string, string> metadata)
+    : MeteringException(message)
+{
+    public override string Reason { get; } = reason;
+
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = metadata;
 }

@@ -25,6 +25,41 @@ public static class LimitRules
     public static long Remaining(long limit, long used, long reserved) =>
         limit < 0 ? Core.Catalog.Limit.Unlimited : Math.Max(0, limit - used - reserved);
 
+    /// <summary>Percent of the limit used or held, <c>100 * (used + reserved) / limit</c>: 0 when unlimited,
+    /// 100 when not in the plan, above 100 after a downgrade below what is already used.</summary>
+    public static double PercentUsed(long limit, long used, long reserved) => limit switch
+    {
+        < 0 => 0,
+        Core.Catalog.Limit.NotInPlan => 100,
+        _ => 100.0 * (used + reserved) / limit,
+    };
+
+    /// <summary>
+    /// The level of a usage: OK below 80 %, WARNING from 80 %, CRITICAL from 95 %, EXHAUSTED at 100 % (nothing left,
+    /// including a usage type not in the plan); unlimited stays OK. Compared in integers, so 80 % is exact.
+    /// </summary>
+    public static UsageLevel Level(long limit, long used, long reserved)
+    {
+        if (limit < 0)
+        {
+            return UsageLevel.Ok;
+        }
+
+        if (limit == Core.Catalog.Limit.NotInPlan)
+        {
+            return UsageLevel.Exhausted;
+        }
+
+        var consumed = (decimal)used + reserved;
+        return (consumed * 100) switch
+        {
+            var p when p >= (decimal)limit * 100 => UsageLevel.Exhausted,
+            var p when p >= (decimal)limit * 95 => UsageLevel.Critical,
+            var p when p >= (decimal)limit * 80 => UsageLevel.Warning,
+            _ => UsageLevel.Ok,
+        };
+    }
+
     /// <summary>The status after a hold of <paramref name="amount"/> was placed: the verdict stays the one that allowed it.</summary>
     public static LimitStatus WithHold(LimitStatus status, long amount) => status with
     {

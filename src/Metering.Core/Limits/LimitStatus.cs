@@ -14,4 +14,11 @@ public sealed record LimitStatus(
     long Reserved,
     long Remaining,
     Decision Decision,
-    Period Period);
+    Period Period)
+{
+    /// <summary>Percent of the limit used or held (see <see cref="LimitRules.PercentUsed"/>).</summary>
+    public double PercentUsed => LimitRules.PercentUsed(Limit, Used, Reserved);
+
+    /// <summary>OK, WARNING, CRITICAL or EXHAUSTED (see <see cref="LimitRules.Level"/>).</summary>
+    public UsageLevel Level => LimitRules.Level(Limit, Used, Reserved);
+}

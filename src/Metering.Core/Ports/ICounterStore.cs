@@ -23,4 +23,13 @@ public interface ICounterStore
     /// as their version so that a rebuild computed before the fence, landing after it, is refused.
     /// </summary>
     Task FenceAsync(IReadOnlyList<CounterKey> keys, long fence, CancellationToken cancellationToken);
+
+    /// <summary>Reads one counter and the live holds in its period, changing nothing.</summary>
+    Task<CounterSnapshot> InspectAsync(CounterKey key, Instant now, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Drops cached counters so that the next read rebuilds them from the ledger: the same as an eviction, for a counter
+    /// whose version is ahead of the ledger (it can only have been written by hand).
+    /// </summary>
+    Task EvictAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken);
 }

@@ -32,5 +32,12 @@ public interface ISubscriptionCache
 /// <summary>The catalog of usage types and plans the service decides with.</summary>
 public interface ICatalogProvider
 {
+    /// <summary>The newest catalog this instance has loaded; it only moves forward.</summary>
     PlanCatalog Current { get; }
+
+    /// <summary>
+    /// Makes <see cref="Current"/> at least as new as the catalog version shared by every instance, reloading it
+    /// when another instance changed it, and returns it. Call once at the start of every use case.
+    /// </summary>
+    Task<PlanCatalog> RefreshAsync(CancellationToken cancellationToken);
 }

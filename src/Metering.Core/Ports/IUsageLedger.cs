@@ -1,4 +1,5 @@
 using Metering.Core.Usage;
+using NodaTime;
 
 namespace Metering.Core.Ports;
 
@@ -16,4 +17,17 @@ public interface IUsageLedger
 
     /// <summary>The ledger total and version of each counter, creating a total row from the events where none exists yet.</summary>
     Task<IReadOnlyList<CounterValue>> GetTotalsAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken);
+
+    /// <summary>The events' sum and count in the counter's period and its running total row, changing nothing.</summary>
+    Task<LedgerSnapshot> InspectAsync(CounterKey key, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Recomputes the counter's running total from its events under the row's lock (so no concurrent event is lost)
+    /// and gives it a new version, so that the cache takes it over whatever it holds. Returns the value and whether
+    /// the row's total was wrong.
+    /// </summary>
+    Task<(CounterValue Value, bool RowFixed)> ReconcileAsync(CounterKey key, CancellationToken cancellationToken);
+
+    /// <summary>Subjects with a running total in a period that contains <paramref name="now"/>, in id order.</summary>
+    Task<IReadOnlyList<string>> ListActiveSubjectsAsync(Instant now, CancellationToken cancellationToken);
 }

@@ -43,6 +43,13 @@ public sealed partial class SubscriptionDirectory(
         return WithPlan(subscription);
     }
 
+    /// <summary>GetSubscription: validates, then resolves as every call does.</summary>
+    public async Task<SubjectPlan> GetAsync(string subjectId, CancellationToken cancellationToken)
+    {
+        new RequestValidator(await catalog.RefreshAsync(cancellationToken)).SubjectId("subject_id", subjectId).ThrowIfInvalid();
+        return await ResolveAsync(subjectId, cancellationToken);
+    }
+
     /// <summary>The subscription as the store of record has it now, bypassing the cache.</summary>
     public async Task<SubjectPlan> ResolveFreshAsync(string subjectId, CancellationToken cancellationToken)
     {
@@ -56,7 +63,7 @@ public sealed partial class SubscriptionDirectory(
     {
         var anchorDay = command.BillingAnchorDay == 0 ? Subscription.DefaultBillingAnchorDay : command.BillingAnchorDay;
         var timeZone = string.IsNullOrEmpty(command.TimeZone) ? Subscription.DefaultTimeZone : command.TimeZone;
-        new RequestValidator(catalog.Current)
+        new RequestValidator(await catalog.RefreshAsync(cancellationToken))
             .SubjectId("subject_id", command.SubjectId)
             .PlanId("plan_id", command.PlanId)
             .BillingAnchorDay("billing_anchor_day", anchorDay)

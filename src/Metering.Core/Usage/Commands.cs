@@ -28,3 +28,16 @@ public sealed record TrackUsageCommand(
 
 /// <summary>SetSubscription: zero values take the defaults (anchor day 1, time zone UTC).</summary>
 public sealed record SetSubscriptionCommand(string SubjectId, string PlanId, int BillingAnchorDay, string? TimeZone);
+
+/// <summary>AdjustUsage: a signed correction of one usage type, recorded as its own ledger event.</summary>
+public sealed record AdjustUsageCommand(
+    string SubjectId,
+    string UsageType,
+    long Amount,
+    string Reason,
+    string IdempotencyKey,
+    Instant? OccurredAt,
+    string RecordedBy);
+
+/// <summary>ResetUsage: zero the current period of one usage type, as a recorded adjustment.</summary>
+public sealed record ResetUsageCommand(string SubjectId, string UsageType, string Reason, string IdempotencyKey, string RecordedBy);

@@ -9,10 +9,15 @@ public sealed record CheckLimitResult(
     IReadOnlyList<LimitStatus> Limits,
     string PlanId,
     string? ReservationId,
-    Instant? ReservationExpiresAt);
+    Instant? ReservationExpiresAt,
+    IReadOnlyList<UpgradeOption> UpgradeOptions,
+    long PlanVersion);
 
 /// <summary>The answer to TrackUsage.</summary>
 public sealed record TrackUsageResult(bool Duplicate, IReadOnlyList<LimitStatus> Limits);
 
 /// <summary>The answer to GetRemaining.</summary>
-public sealed record RemainingResult(string SubjectId, string PlanId, IReadOnlyList<LimitStatus> Limits);
+public sealed record RemainingResult(string SubjectId, string PlanId, IReadOnlyList<LimitStatus> Limits, long PlanVersion);
+
+/// <summary>The answer to AdjustUsage and ResetUsage: the amount recorded (0 when a duplicate) and the status after it.</summary>
+public sealed record AdjustmentResult(bool Duplicate, long Amount, LimitStatus Limit);

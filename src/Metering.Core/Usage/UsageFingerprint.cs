@@ -29,6 +29,16 @@ public static class UsageFingerprint
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())));
     }
 
+    /// <summary>The identity of an AdjustUsage or ResetUsage payload (never equal to a TrackUsage fingerprint).</summary>
+    public static string Compute(UsageEventKind kind, string usageType, long amount, string reason, NodaTime.Instant? occurredAt)
+    {
+        var text = new StringBuilder("v1\nkind\t").Append(kind.ToString().ToLowerInvariant());
+        text.Append("\nusage\t").Append(usageType).Append('\t').Append(amount.ToString(CultureInfo.InvariantCulture));
+        text.Append("\noccurred_at\t").Append(occurredAt?.ToUnixTimeTicks().ToString(CultureInfo.InvariantCulture));
+        text.Append("\nreason\t").Append(Framed(reason));
+        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())));
+    }
+
     /// <summary>Length-prefixed, so that no key or value can imitate the text around it.</summary>
     private static string Framed(string value) => $"{value.Length.ToString(CultureInfo.InvariantCulture)}:{value}";
 }

@@ -28,7 +28,7 @@ public sealed partial class UsageMeter(
     /// <summary>Whether every amount fits; with reserve, holds them all or none.</summary>
     public async Task<CheckLimitResult> CheckLimitAsync(CheckLimitCommand command, CancellationToken cancellationToken)
     {
-        new RequestValidator(catalog.Current)
+        new RequestValidator(await catalog.RefreshAsync(cancellationToken))
             .SubjectId("subject_id", command.SubjectId)
             .Usage("usage", command.Usage)
             .ReservationTtl("reservation_ttl", command.ReservationTtl)
@@ -56,14 +56,16 @@ public sealed partial class UsageMeter(
             limits,
             subject.Plan.Id,
             result.Held ? hold!.ReservationId : null,
-            result.Held ? hold!.ExpiresAt : null);
+            result.Held ? hold!.ExpiresAt : null,
+            allowed ? [] : UpgradeOptions(subject, lines, result.Readings),
+            subject.Plan.Version);
     }
 
     /// <summary>Records usage once per idempotency key; answers only after the ledger has committed.</summary>
     public async Task<TrackUsageResult> TrackUsageAsync(TrackUsageCommand command, CancellationToken cancellationToken)
     {
         var now = Now();
-        new RequestValidator(catalog.Current)
+        new RequestValidator(await catalog.RefreshAsync(cancellationToken))
             .SubjectId("subject_id", command.SubjectId)
             .Token("idempotency_key", command.IdempotencyKey, RequestValidator.MaxIdempotencyKeyLength)
             .Usage("usage", command.Usage)
@@ -135,10 +137,53 @@ public sealed partial class UsageMeter(
         }
     }
 
+    /// <summary>
+    /// Records a signed correction as its own ledger event, through the same transaction, total upsert and
+    /// apply-if-newer path as TrackUsage; idempotent per key like TrackUsage. Limits do not apply to corrections,
+    /// but a period total never goes below zero.
+    /// </summary>
+    public async Task<AdjustmentResult> AdjustUsageAsync(AdjustUsageCommand command, CancellationToken cancellationToken)
+    {
+        var now = Now();
+        new RequestValidator(await catalog.RefreshAsync(cancellationToken))
+            .SubjectId("subject_id", command.SubjectId)
+            .UsageType("usage_type", command.UsageType)
+            .AdjustmentAmount("amount", command.Amount)
+            .Text("reason", command.Reason, RequestValidator.MaxReasonLength)
+            .Token("idempotency_key", command.IdempotencyKey, RequestValidator.MaxIdempotencyKeyLength)
+            .OccurredAt("occurred_at", command.OccurredAt, now)
+            .ThrowIfInvalid();
+
+        var fingerprint = UsageFingerprint.Compute(UsageEventKind.Adjustment, command.UsageType, command.Amount, command.Reason, command.OccurredAt);
+        return await RecordCorrectionAsync(
+            command.SubjectId, command.UsageType, command.IdempotencyKey, fingerprint, UsageEventKind.Adjustment,
+            command.Amount, command.Reason, command.OccurredAt ?? now, now, command.RecordedBy, cancellationToken);
+    }
+
+    /// <summary>
+    /// Zeroes the current period of one usage type as a recorded adjustment of minus its total (never by deleting
+    /// events); the ledger works the amount out under the total's row lock, so usage racing it is never lost.
+    /// </summary>
+    public async Task<AdjustmentResult> ResetUsageAsync(ResetUsageCommand command, CancellationToken cancellationToken)
+    {
+        var now = Now();
+        new RequestValidator(await catalog.RefreshAsync(cancellationToken))
+            .SubjectId("subject_id", command.SubjectId)
+            .UsageType("usage_type", command.UsageType)
+            .Text("reason", command.Reason, RequestValidator.MaxReasonLength)
+            .Token("idempotency_key", command.IdempotencyKey, RequestValidator.MaxIdempotencyKeyLength)
+            .ThrowIfInvalid();
+
+        var fingerprint = UsageFingerprint.Compute(UsageEventKind.Reset, command.UsageType, 0, command.Reason, null);
+        return await RecordCorrectionAsync(
+            command.SubjectId, command.UsageType, command.IdempotencyKey, fingerprint, UsageEventKind.Reset,
+            0, command.Reason, now, now, command.RecordedBy, cancellationToken);
+    }
+
     /// <summary>The current standing of each usage type asked (all when none), changing nothing.</summary>
     public async Task<RemainingResult> GetRemainingAsync(string subjectId, IReadOnlyList<string> usageTypes, CancellationToken cancellationToken)
     {
-        var validator = new RequestValidator(catalog.Current).SubjectId("subject_id", subjectId);
+        var validator = new RequestValidator(await catalog.RefreshAsync(cancellationToken)).SubjectId("subject_id", subjectId);
         for (var i = 0; i < usageTypes.Count; i++)
         {
             validator.UsageType($"usage_types[{i}]", usageTypes[i]);
@@ -150,7 +195,7 @@ public sealed partial class UsageMeter(
             : usageTypes.Distinct(StringComparer.Ordinal);
         var subject = await subscriptions.ResolveAsync(subjectId, cancellationToken);
         var limits = await CurrentLimitsAsync(subject, names, cancellationToken);
-        return new RemainingResult(subjectId, subject.Plan.Id, limits);
+        return new RemainingResult(subjectId, subject.Plan.Id, limits, subject.Plan.Version);
     }
 
     /// <summary>Gives a hold back; false when it is unknown, expired or already settled.</summary>
@@ -161,6 +206,67 @@ public sealed partial class UsageMeter(
             .Token("reservation_id", reservationId, RequestValidator.MaxReservationIdLength)
             .ThrowIfInvalid();
         return await counters.ReleaseAsync(subjectId, reservationId, Now(), cancellationToken);
+    }
+
+    private async Task<AdjustmentResult> RecordCorrectionAsync(
+        string subjectId,
+        string usageType,
+        string idempotencyKey,
+        string fingerprint,
+        UsageEventKind kind,
+        long amount,
+        string reason,
+        Instant occurredAt,
+        Instant now,
+        string recordedBy,
+        CancellationToken cancellationToken)
+    {
+        var subject = await subscriptions.ResolveAsync(subjectId, cancellationToken);
+        var known = await ledger.FindFingerprintAsync(subjectId, idempotencyKey, cancellationToken);
+        for (var attempt = 1; ; attempt++)
+        {
+            if (known is not null)
+            {
+                if (!string.Equals(known, fingerprint, StringComparison.Ordinal))
+                {
+                    throw new IdempotencyConflictException(idempotencyKey);
+                }
+
+                return new AdjustmentResult(true, 0, (await CurrentLimitsAsync(subject, [usageType], cancellationToken))[0]);
+            }
+
+            var line = Lines(subject, [new UsageRequest(usageType, 1)], occurredAt)[0];
+            var usageEvent = new UsageEvent(
+                subjectId,
+                idempotencyKey,
+                fingerprint,
+                occurredAt,
+                now,
+                subject.Subscription.Calendar,
+                [new UsageLine(line.Key, amount)],
+                null,
+                new Dictionary<string, string>(),
+                recordedBy,
+                kind,
+                reason);
+            switch (await ledger.RecordAsync(usageEvent, cancellationToken))
+            {
+                case RecordOutcome.Recorded recorded:
+                    await ApplyQuietlyAsync(subjectId, recorded.Totals, [], cancellationToken);
+                    return new AdjustmentResult(false, recorded.Lines[0].Amount, (await CurrentLimitsAsync(subject, [usageType], cancellationToken))[0]);
+
+                case RecordOutcome.AlreadyRecorded already:
+                    known = already.Fingerprint;
+                    break;
+
+                case RecordOutcome.CalendarChanged when attempt < MaxCalendarRetries:
+                    subject = await subscriptions.ResolveFreshAsync(subjectId, cancellationToken);
+                    break;
+
+                default:
+                    throw new InvalidOperationException($"The subscription of '{subjectId}' kept changing while a correction was recorded.");
+            }
+        }
     }
 
     /// <summary>
@@ -183,11 +289,11 @@ public sealed partial class UsageMeter(
         var statuses = Evaluate(lines, result.Readings);
         if (statuses.FirstOrDefault(s => s.Decision == Decision.NotInPlan) is { } notInPlan)
         {
-            throw new NotInPlanException(notInPlan.UsageType, subject.Plan.Id);
+            throw new NotInPlanException(notInPlan.UsageType, subject.Plan.Id, UpgradeOptions(subject, lines, result.Readings));
         }
 
         var exceeded = statuses.First(s => s.Decision != Decision.Allowed);
-        throw new LimitExceededException(exceeded.UsageType, exceeded.Limit, exceeded.Remaining);
+        throw new LimitExceededException(exceeded.UsageType, exceeded.Limit, exceeded.Remaining, UpgradeOptions(subject, lines, result.Readings));
     }
 
     private async Task<TrackUsageResult> DuplicateAsync(TrackUsageCommand command, SubjectPlan subject, string recorded, string fingerprint, CancellationToken cancellationToken)
@@ -302,6 +408,12 @@ public sealed partial class UsageMeter(
             .First();
         throw new TotalCeilingException(lines[over].Key.UsageType);
     }
+
+    private IReadOnlyList<UpgradeOption> UpgradeOptions(SubjectPlan subject, IReadOnlyList<CounterLine> lines, IReadOnlyList<CounterReading> readings) =>
+        UpgradeAdvisor.Options(
+            catalog.Current,
+            subject.Plan.Id,
+            [.. lines.Select((line, i) => new RequestedLine(line.Key.UsageType, line.Amount, readings[i].Used, readings[i].Reserved))]);
 
     private static List<LimitStatus> Evaluate(IReadOnlyList<CounterLine> lines, IReadOnlyList<CounterReading> readings) =>
         [.. lines.Select((line, i) => LimitRules.Evaluate(line.Key.UsageType, line.Limit, readings[i].Used, readings[i].Reserved, line.Amount, line.Key.Period))];

@@ -21,6 +21,11 @@ public sealed partial class RequestValidator(PlanCatalog catalog)
     public const int MaxAttributes = 16;
     public const int MaxAttributeKeyLength = 64;
     public const int MaxAttributeValueLength = 256;
+    public const int MaxCatalogNameLength = 64;
+    public const int MaxDisplayNameLength = 128;
+    public const int MaxUnitLength = 32;
+    public const int MaxPlanLimits = 64;
+    public const int MaxReasonLength = 512;
 
     /// <summary>The largest amount one call may carry: far above any real session, far below any overflow.</summary>
     public const long MaxAmount = 1_000_000_000;
@@ -133,6 +138,70 @@ public sealed partial class RequestValidator(PlanCatalog catalog)
             : Add(field, $"unknown plan '{Shorten(planId)}'; known: {string.Join(", ", catalog.Plans.Select(p => p.Id))}");
     }
 
+    /// <summary>A plan id or usage type name: lower case letters, digits, _ and -, starting with a letter or digit.</summary>
+    public RequestValidator CatalogName(string field, string? name)
+    {
+        if (string.IsNullOrEmpty(name))
+        {
+            return Add(field, "is required");
+        }
+
+        return CatalogNamePattern().IsMatch(name)
+            ? this
+            : Add(field, $"must be 1 to {MaxCatalogNameLength} lower case letters, digits, _ or -, starting with a letter or digit");
+    }
+
+    public RequestValidator Text(string field, string? value, int maxLength)
+    {
+        if (string.IsNullOrWhiteSpace(value))
+        {
+            return Add(field, "is required");
+        }
+
+        return value.Length > maxLength || value.Any(char.IsControl)
+            ? Add(field, $"must be at most {maxLength} characters, without control characters")
+            : this;
+    }
+
+    /// <summary>A plan's limits: known usage types, each at most once, each -1 (unlimited) or more.</summary>
+    public RequestValidator PlanLimits(string field, IReadOnlyList<LimitRequest> limits)
+    {
+        if (limits.Count > MaxPlanLimits)
+        {
+            return Add(field, $"must have at most {MaxPlanLimits} entries");
+        }
+
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < limits.Count; i++)
+        {
+            UsageType($"{field}[{i}].usage_type", limits[i].UsageType);
+            if (!string.IsNullOrEmpty(limits[i].UsageType) && !seen.Add(limits[i].UsageType))
+            {
+                Add($"{field}[{i}].usage_type", $"'{Shorten(limits[i].UsageType)}' appears more than once");
+            }
+
+            if (limits[i].Limit < Limit.Unlimited)
+            {
+                Add($"{field}[{i}].limit", "must be -1 (unlimited), 0 (not in the plan) or a positive cap");
+            }
+        }
+
+        return this;
+    }
+
+    /// <summary>A signed correction: not zero, and within the amount one call may carry either way.</summary>
+    public RequestValidator AdjustmentAmount(string field, long amount)
+    {
+        if (amount == 0)
+        {
+            return Add(field, "must not be zero");
+        }
+
+        return amount is < -MaxAmount or > MaxAmount
+            ? Add(field, $"must be between -{MaxAmount.ToString(CultureInfo.InvariantCulture)} and {MaxAmount.ToString(CultureInfo.InvariantCulture)}")
+            : this;
+    }
+
     public RequestValidator BillingAnchorDay(string field, int day) =>
         day is >= 1 and <= 31 ? this : Add(field, "must be between 1 and 31");
 
@@ -203,7 +272,8 @@ public sealed partial class RequestValidator(PlanCatalog catalog)
         }
     }
 
-    private RequestValidator Add(string field, string description)
+    /// <summary>Records a violation found outside the checks above.</summary>
+    public RequestValidator Add(string field, string description)
     {
         _violations.Add(new FieldViolation(field, description));
         return this;
@@ -233,4 +303,6 @@ public sealed partial class RequestValidator(PlanCatalog catalog)
 
     [GeneratedRegex(@"^[A-Za-z0-9._\-]+\z", RegexOptions.CultureInvariant)]
     private static partial Regex AttributeKeyPattern();
+    [GeneratedRegex(@"^[a-z0-9][a-z0-9_\-]{0,63}\z", RegexOptions.CultureInvariant)]
+    private static partial Regex CatalogNamePattern();
 }

@@ -68,6 +68,8 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
         NotInPlanException => Code.PermissionDenied,
         IdempotencyConflictException => Code.AlreadyExists,
         StoreUnavailableException => Code.Unavailable,
+        NotFoundException => Code.NotFound,
+        PreconditionFailedException => Code.FailedPrecondition,
         _ => Code.Internal,
     };
 

@@ -25,6 +25,8 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
             PlanId = result.PlanId,
             ReservationId = result.ReservationId ?? string.Empty,
             ReservationExpiresAt = result.ReservationExpiresAt?.ToTimestamp(),
+            UpgradeOptions = { result.UpgradeOptions.Select(o => o.ToProto()) },
+            PlanVersion = result.PlanVersion,
         };
     }
 
@@ -54,6 +56,7 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
             SubjectId = result.SubjectId,
             PlanId = result.PlanId,
             Limits = { result.Limits.Select(l => l.ToProto()) },
+            PlanVersion = result.PlanVersion,
         };
     }
 

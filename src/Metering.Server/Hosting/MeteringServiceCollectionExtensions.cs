@@ -1,4 +1,5 @@
 using Metering.Core;
+using Metering.Core.Catalog;
 using Metering.Core.Ports;
 using Metering.Core.Subscriptions;
 using Metering.Core.Usage;
@@ -49,10 +50,12 @@ internal static class MeteringServiceCollectionExtensions
             EnforceHoldTtl = Duration.FromTimeSpan(section.GetValue("EnforceHoldTtl", TimeSpan.FromMinutes(1))),
         });
         services.AddSingleton(TimeProvider.System);
-        services.AddSingleton<CatalogProvider>();
-        services.AddSingleton<ICatalogProvider>(sp => sp.GetRequiredService<CatalogProvider>());
+        services.AddSingleton<CatalogDirectory>();
+        services.AddSingleton<ICatalogProvider>(sp => sp.GetRequiredService<CatalogDirectory>());
         services.AddSingleton<SubscriptionDirectory>();
         services.AddSingleton<UsageMeter>();
+        services.AddSingleton<Core.History.HistoryReader>();
+        services.AddSingleton<CounterAuditor>();
         return services;
     }
 
@@ -63,8 +66,10 @@ internal static class MeteringServiceCollectionExtensions
             options.UseNpgsql(RequiredConnectionString(sp, "Postgres")));
         services.Configure<CatalogSeed>(configuration.GetSection("Catalog"));
         services.AddSingleton<PostgresCatalogStore>();
+        services.AddSingleton<ICatalogStore>(sp => sp.GetRequiredService<PostgresCatalogStore>());
         services.AddSingleton<IUsageLedger, PostgresUsageLedger>();
         services.AddSingleton<ISubscriptionStore, PostgresSubscriptionStore>();
+        services.AddSingleton<IHistoryStore, PostgresHistoryStore>();
         return services;
     }
 
@@ -82,6 +87,7 @@ internal static class MeteringServiceCollectionExtensions
         services.AddSingleton<RedisGuard>();
         services.AddSingleton<ICounterStore, RedisCounterStore>();
         services.AddSingleton<ISubscriptionCache, RedisSubscriptionCache>();
+        services.AddSingleton<ICatalogVersionCache, RedisCatalogVersionCache>();
         return services;
     }
 
@@ -102,18 +108,6 @@ internal static class MeteringServiceCollectionExtensions
         }
 
         return services;
-    }
-}
-
-/// <summary>The catalog loaded at start-up.</summary>
-internal sealed class CatalogProvider : ICatalogProvider
-{
-    private Core.Catalog.PlanCatalog? _current;
-
-    public Core.Catalog.PlanCatalog Current
-    {
-        get => _current ?? throw new InvalidOperationException("The catalog has not been loaded yet.");
-        set => _current = value;
     }
 }
 

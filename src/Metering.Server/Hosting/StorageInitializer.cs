@@ -21,6 +21,6 @@ internal static class StorageInitializer
         await MigrateAsync(services, cancellationToken);
         var store = services.GetRequiredService<PostgresCatalogStore>();
         await store.SeedAsync(services.GetRequiredService<IOptions<CatalogSeed>>().Value, cancellationToken);
-        services.GetRequiredService<CatalogProvider>().Current = await store.LoadAsync(cancellationToken);
+        await services.GetRequiredService<Core.Catalog.CatalogDirectory>().InitializeAsync(cancellationToken);
     }
 }

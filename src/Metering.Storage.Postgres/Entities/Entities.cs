@@ -22,7 +22,43 @@ public sealed class PlanRow
 
     public int Rank { get; set; }
 
+    /// <summary>The catalog version of the plan's last change.</summary>
+    public long Version { get; set; }
+
     public List<PlanLimitRow> Limits { get; set; } = [];
+}
+
+/// <summary>
+/// The one row that identifies the catalog and versions it: every catalog change bumps <see cref="Version"/> in its
+/// transaction, which also serializes catalog writers.
+/// </summary>
+public sealed class CatalogStateRow
+{
+    public int Id { get; set; }
+
+    /// <summary>Random per database: names the catalog's version key in Redis, so databases sharing a Redis stay apart.</summary>
+    public Guid CatalogId { get; set; }
+
+    public long Version { get; set; }
+}
+
+/// <summary>An audit record of one catalog change (a plan or usage type written or deleted).</summary>
+public sealed class CatalogChangeRow
+{
+    public long Id { get; set; }
+
+    public long Version { get; set; }
+
+    public DateTime ChangedAt { get; set; }
+
+    /// <summary>"plan_upserted", "plan_deleted" or "usage_type_upserted".</summary>
+    public required string Kind { get; set; }
+
+    /// <summary>The plan id or usage type name.</summary>
+    public required string Target { get; set; }
+
+    /// <summary>The new state as JSON; empty for a deletion.</summary>
+    public required string Payload { get; set; }
 }
 
 /// <summary>A plan's limit for one usage type; a missing row means "not in the plan".</summary>
@@ -54,6 +90,34 @@ public sealed class SubscriptionRow
     public long Version { get; set; }
 }
 
+/// <summary>An audit record of one subscription change, written in the change's transaction.</summary>
+public sealed class SubscriptionChangeRow
+{
+    public long Id { get; set; }
+
+    public required string SubjectId { get; set; }
+
+    /// <summary>The subscription's version after the change.</summary>
+    public long Version { get; set; }
+
+    public DateTime ChangedAt { get; set; }
+
+    /// <summary>"enrolled" or "changed".</summary>
+    public required string Kind { get; set; }
+
+    public required string PlanId { get; set; }
+
+    public string? PreviousPlanId { get; set; }
+
+    public int BillingAnchorDay { get; set; }
+
+    public required string TimeZone { get; set; }
+
+    public int? PreviousBillingAnchorDay { get; set; }
+
+    public string? PreviousTimeZone { get; set; }
+}
+
 /// <summary>One recorded usage event, unique per (subject, idempotency key).</summary>
 public sealed class UsageEventRow
 {
@@ -74,6 +138,11 @@ public sealed class UsageEventRow
 
     /// <summary>Name of the API key or client certificate that recorded the event; null for events recorded before callers were authenticated.</summary>
     public string? RecordedBy { get; set; }
+    /// <summary>"usage", "adjustment" or "reset".</summary>
+    public string Kind { get; set; } = "usage";
+
+    /// <summary>Why an adjustment or reset was made; null for usage.</summary>
+    public string? Reason { get; set; }
 
     public Dictionary<string, string> Attributes { get; set; } = [];
 

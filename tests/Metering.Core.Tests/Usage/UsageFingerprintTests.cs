@@ -62,3 +62,28 @@ public sealed class UsageFingerprintTests
         Assert.That(UsageFingerprint.Compute(forged), Is.Not.EqualTo(UsageFingerprint.Compute(real)));
     }
 }
+
+public sealed class CorrectionFingerprintTests
+{
+    [Test]
+    public void Compute_SameCorrection_SameFingerprint() =>
+        Assert.That(
+            UsageFingerprint.Compute(UsageEventKind.Adjustment, "minutes_per_month", -10, "refund", null),
+            Is.EqualTo(UsageFingerprint.Compute(UsageEventKind.Adjustment, "minutes_per_month", -10, "refund", null)));
+
+    [Test]
+    public void Compute_AnyFieldDiffers_FingerprintDiffers()
+    {
+        var baseline = UsageFingerprint.Compute(UsageEventKind.Adjustment, "minutes_per_month", -10, "refund", null);
+        string[] variants =
+        [
+            UsageFingerprint.Compute(UsageEventKind.Reset, "minutes_per_month", -10, "refund", null),
+            UsageFingerprint.Compute(UsageEventKind.Adjustment, "interviews_per_day", -10, "refund", null),
+            UsageFingerprint.Compute(UsageEventKind.Adjustment, "minutes_per_month", 10, "refund", null),
+            UsageFingerprint.Compute(UsageEventKind.Adjustment, "minutes_per_month", -10, "refund ", null),
+            UsageFingerprint.Compute(UsageEventKind.Adjustment, "minutes_per_month", -10, "refund", NodaTime.Instant.FromUnixTimeSeconds(0)),
+        ];
+
+        Assert.That(variants, Has.None.EqualTo(baseline));
+    }
+}

@@ -23,8 +23,12 @@ public abstract class ServiceTest
     /// <summary>The instant the fixture's clock starts at.</summary>
     protected virtual DateTimeOffset Start => DefaultStart;
 
+    /// <summary>True for a fixture whose calls change the shared catalog: it gets a ledger database of its own.</summary>
+    protected virtual bool OwnDatabase => false;
+
     [OneTimeSetUp]
-    public async Task StartHostAsync() => Host = await MeteringHost.StartAsync(Start);
+    public async Task StartHostAsync() =>
+        Host = await MeteringHost.StartAsync(Start, OwnDatabase ? await Servers.Instance.CreateDatabaseAsync(GetType().Name.ToLowerInvariant()) : null);
 
     [OneTimeTearDown]
     public async Task StopHostAsync() => await Host.DisposeAsync();

@@ -8,12 +8,14 @@ target="${1:?usage: run.sh <address>|migrate [dotnet options]}"
 shift
 
 if [[ -z "${ConnectionStrings__Postgres:-}" || -z "${ConnectionStrings__Redis:-}" ]]; then
+  # Captured first, so that a failure to start the servers stops here (set -e) instead of running without them.
+  settings="$("$root/deploy/local/servers.sh" start)"
   while IFS='=' read -r key value; do
     # Keep what the caller configured; fill in only what is missing.
     if [[ -z "${!key:-}" ]]; then
       export "$key=$value"
     fi
-  done < <("$root/deploy/local/servers.sh" start)
+  done <<<"$settings"
 fi
 
 export ASPNETCORE_ENVIRONMENT="${ASPNETCORE_ENVIRONMENT:-Development}"

@@ -137,42 +137,29 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
         var totals = new List<CounterValue>(usageEvent.Lines.Count);
         foreach (var line in usageEvent.Lines.OrderBy(l => l.Key.UsageType, StringComparer.Ordinal))
         {
-            var (start, end) = Bounds(line.Key);
-            var row = await db.Database
-                .SqlQuery<TotalRow>($"""
-                    INSERT INTO usage_totals (subject_id, usage_type, period_start, period_end, total, version)
-                    SELECT {line.Key.SubjectId}, {line.Key.UsageType}, {start}, {end},
-                           COALESCE(SUM(l.amount), 0), nextval('usage_total_versions')
-                    FROM usage_event_lines l
-                    WHERE l.subject_id = {line.Key.SubjectId} AND l.usage_type = {line.Key.UsageType}
-                      AND l.occurred_at >= {start} AND l.occurred_at < {end}
-                    ON CONFLICT (subject_id, usage_type, period_start) DO UPDATE
-                    SET total = usage_totals.total + {line.Amount}, version = nextval('usage_total_versions')
-                    RETURNING total AS "Total", version AS "Version"
-                    """)
-                .ToListAsync(cancellationToken);
-            if (row[0].Total > RequestValidator.MaxPeriodTotal)
+            var row = await UpsertTotalAsync(db, line.Key, line.Amount, cancellationToken);
+            if (row.Total > RequestValidator.MaxPeriodTotal)
             {
                 // Refused before it could grow towards what Lua's doubles or int64 cannot hold.
                 await transaction.RollbackAsync(cancellationToken);
                 return new RecordOutcome.TotalCeilingReached(line.Key.UsageType);
             }
 
-            if (row[0].Total < 0)
+            if (row.Total < 0)
             {
                 await transaction.RollbackAsync(cancellationToken);
                 throw new PreconditionFailedException(
                     "USAGE_BELOW_ZERO",
-                    $"The correction would take the '{line.Key.UsageType}' total of its period to {row[0].Total}; totals never go below zero.",
+                    $"The correction would take the '{line.Key.UsageType}' total of its period to {row.Total}; totals never go below zero.",
                     new Dictionary<string, string>
                     {
                         ["usage_type"] = line.Key.UsageType,
-                        ["total"] = (row[0].Total - line.Amount).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        ["total"] = (row.Total - line.Amount).ToString(System.Globalization.CultureInfo.InvariantCulture),
                         ["amount"] = line.Amount.ToString(System.Globalization.CultureInfo.InvariantCulture),
                     });
             }
 
-            totals.Add(new CounterValue(line.Key, row[0].Total, row[0].Version));
+            totals.Add(new CounterValue(line.Key, row.Total, row.Version));
         }
 
         await transaction.CommitAsync(cancellationToken);
@@ -194,24 +181,7 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
         var values = new List<CounterValue>(keys.Count);
         foreach (var key in keys)
         {
-            var (start, end) = Bounds(key);
-
-            // A period nobody wrote to yet gets its row now, summed from the events. A concurrent first write
-            // either commits before this sum (and is in it) or finds the row and adds to it. An existing row is
-            // returned as it is (the no-op update makes RETURNING see the latest committed version of it).
-            var rows = await db.Database
-                .SqlQuery<TotalRow>($"""
-                    INSERT INTO usage_totals (subject_id, usage_type, period_start, period_end, total, version)
-                    SELECT {key.SubjectId}, {key.UsageType}, {start}, {end},
-                           COALESCE(SUM(l.amount), 0), nextval('usage_total_versions')
-                    FROM usage_event_lines l
-                    WHERE l.subject_id = {key.SubjectId} AND l.usage_type = {key.UsageType}
-                      AND l.occurred_at >= {start} AND l.occurred_at < {end}
-                    ON CONFLICT (subject_id, usage_type, period_start) DO UPDATE SET total = usage_totals.total
-                    RETURNING total AS "Total", version AS "Version"
-                    """)
-                .ToListAsync(cancellationToken);
-            var row = rows[0];
+            var row = await UpsertTotalAsync(db, key, 0, cancellationToken);
             values.Add(new CounterValue(key, row.Total, row.Version));
         }
 
@@ -219,7 +189,17 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
     }
 
     /// <summary>The period total, created from the events where there is no row yet, locked until the transaction ends.</summary>
-    private static async Task<long> LockTotalAsync(MeteringDbContext db, CounterKey key, CancellationToken cancellationToken)
+    private static async Task<long> LockTotalAsync(MeteringDbContext db, CounterKey key, CancellationToken cancellationToken) =>
+        (await UpsertTotalAsync(db, key, 0, cancellationToken)).Total;
+
+    /// <summary>
+    /// The one statement that writes a period total, returning it with its version and keeping its row locked until the
+    /// transaction ends. A period nobody wrote to yet gets its row from the sum of its events (the caller's own new
+    /// event included): a concurrent first write either commits before this sum (and is in it) or conflicts and adds
+    /// its amount to the row. An existing row gets <paramref name="amount"/> added and a new version from the sequence;
+    /// with 0 it is returned as it is (the no-op update makes RETURNING see its latest committed state).
+    /// </summary>
+    private static async Task<TotalRow> UpsertTotalAsync(MeteringDbContext db, CounterKey key, long amount, CancellationToken cancellationToken)
     {
         var (start, end) = Bounds(key);
         var rows = await db.Database
@@ -230,11 +210,13 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
                 FROM usage_event_lines l
                 WHERE l.subject_id = {key.SubjectId} AND l.usage_type = {key.UsageType}
                   AND l.occurred_at >= {start} AND l.occurred_at < {end}
-                ON CONFLICT (subject_id, usage_type, period_start) DO UPDATE SET total = usage_totals.total
+                ON CONFLICT (subject_id, usage_type, period_start) DO UPDATE
+                SET total = usage_totals.total + {amount},
+                    version = CASE WHEN {amount} = 0 THEN usage_totals.version ELSE nextval('usage_total_versions') END
                 RETURNING total AS "Total", version AS "Version"
                 """)
             .ToListAsync(cancellationToken);
-        return rows[0].Total;
+        return rows[0];
     }
 
     private static (DateTime Start, DateTime End) Bounds(CounterKey key) =>

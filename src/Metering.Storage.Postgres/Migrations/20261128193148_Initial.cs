@@ -16,16 +16,70 @@ namespace Metering.Storage.Postgres.Migrations
                 name: "usage_total_versions");
 
             migrationBuilder.CreateTable(
+                name: "catalog_changes",
+                columns: table => new
+                {
+                    id = table.Column<long>(type: "bigint", nullable: false)
+                        .Annotation("Npgsql:ValueGenerationStrategy", NpgsqlValueGenerationStrategy.IdentityAlwaysColumn),
+                    version = table.Column<long>(type: "bigint", nullable: false),
+                    changed_at = table.Column<DateTime>(type: "timestamp with time zone", nullable: false),
+                    kind = table.Column<string>(type: "character varying(32)", maxLength: 32, nullable: false),
+                    target = table.Column<string>(type: "character varying(64)", maxLength: 64, nullable: false),
+                    payload = table.Column<string>(type: "jsonb", nullable: false)
+                },
+                constraints: table =>
+                {
+                    table.PrimaryKey("PK_catalog_changes", x => x.id);
+                });
+
+            migrationBuilder.CreateTable(
+                name: "catalog_state",
+                columns: table => new
+                {
+                    id = table.Column<int>(type: "integer", nullable: false),
+                    catalog_id = table.Column<Guid>(type: "uuid", nullable: false),
+                    version = table.Column<long>(type: "bigint", nullable: false)
+                },
+                constraints: table =>
+                {
+                    table.PrimaryKey("PK_catalog_state", x => x.id);
+                    table.CheckConstraint("CK_catalog_state_single_row", "id = 1");
+                });
+
+            migrationBuilder.CreateTable(
                 name: "plans",
                 columns: table => new
                 {
                     id = table.Column<string>(type: "character varying(64)", maxLength: 64, nullable: false),
                     display_name = table.Column<string>(type: "character varying(128)", maxLength: 128, nullable: false),
-                    rank = table.Column<int>(type: "integer", nullable: false)
+                    rank = table.Column<int>(type: "integer", nullable: false),
+                    version = table.Column<long>(type: "bigint", nullable: false, defaultValue: 1L)
                 },
                 constraints: table =>
                 {
                     table.PrimaryKey("PK_plans", x => x.id);
+                });
+
+            migrationBuilder.CreateTable(
+                name: "subscription_changes",
+                columns: table => new
+                {
+                    id = table.Column<long>(type: "bigint", nullable: false)
+                        .Annotation("Npgsql:ValueGenerationStrategy", NpgsqlValueGenerationStrategy.IdentityAlwaysColumn),
+                    subject_id = table.Column<string>(type: "character varying(128)", maxLength: 128, nullable: false),
+                    version = table.Column<long>(type: "bigint", nullable: false),
+                    changed_at = table.Column<DateTime>(type: "timestamp with time zone", nullable: false),
+                    kind = table.Column<string>(type: "character varying(16)", maxLength: 16, nullable: false),
+                    plan_id = table.Column<string>(type: "character varying(64)", maxLength: 64, nullable: false),
+                    previous_plan_id = table.Column<string>(type: "character varying(64)", maxLength: 64, nullable: true),
+                    billing_anchor_day = table.Column<int>(type: "integer", nullable: false),
+                    time_zone = table.Column<string>(type: "character varying(64)", maxLength: 64, nullable: false),
+                    previous_billing_anchor_day = table.Column<int>(type: "integer", nullable: true),
+                    previous_time_zone = table.Column<string>(type: "character varying(64)", maxLength: 64, nullable: true)
+                },
+                constraints: table =>
+                {
+                    table.PrimaryKey("PK_subscription_changes", x => x.id);
                 });
 
             migrationBuilder.CreateTable(
@@ -40,6 +94,9 @@ namespace Metering.Storage.Postgres.Migrations
                     occurred_at = table.Column<DateTime>(type: "timestamp with time zone", nullable: false),
                     recorded_at = table.Column<DateTime>(type: "timestamp with time zone", nullable: false),
                     reservation_id = table.Column<string>(type: "character varying(64)", maxLength: 64, nullable: true),
+                    recorded_by = table.Column<string>(type: "character varying(64)", maxLength: 64, nullable: true),
+                    kind = table.Column<string>(type: "character varying(16)", maxLength: 16, nullable: false, defaultValue: "usage"),
+                    reason = table.Column<string>(type: "character varying(512)", maxLength: 512, nullable: true),
                     attributes = table.Column<string>(type: "jsonb", nullable: false)
                 },
                 constraints: table =>
@@ -158,6 +215,11 @@ namespace Metering.Storage.Postgres.Migrations
                 column: "usage_type");
 
             migrationBuilder.CreateIndex(
+                name: "IX_subscription_changes_subject_id_id",
+                table: "subscription_changes",
+                columns: new[] { "subject_id", "id" });
+
+            migrationBuilder.CreateIndex(
                 name: "IX_subscriptions_plan_id",
                 table: "subscriptions",
                 column: "plan_id");
@@ -182,13 +244,25 @@ namespace Metering.Storage.Postgres.Migrations
                 name: "IX_usage_events_subject_id_occurred_at",
                 table: "usage_events",
                 columns: new[] { "subject_id", "occurred_at" });
+
+            // The catalog starts at version 1 under a random id of its own.
+            migrationBuilder.Sql("INSERT INTO catalog_state (id, catalog_id, version) VALUES (1, gen_random_uuid(), 1);");
         }
 
         /// <inheritdoc />
         protected override void Down(MigrationBuilder migrationBuilder)
         {
             migrationBuilder.DropTable(
+                name: "catalog_changes");
+
+            migrationBuilder.DropTable(
+                name: "catalog_state");
+
+            migrationBuilder.DropTable(
                 name: "plan_limits");
+
+            migrationBuilder.DropTable(
+                name: "subscription_changes");
 
             migrationBuilder.DropTable(
                 name: "subscriptions");

@@ -194,26 +194,40 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
 
     /// <summary>
     /// The one statement that writes a period total, returning it with its version and keeping its row locked until the
-    /// transaction ends. A period nobody wrote to yet gets its row from the sum of its events (the caller's own new
-    /// event included): a concurrent first write either commits before this sum (and is in it) or conflicts and adds
-    /// its amount to the row. An existing row gets <paramref name="amount"/> added and a new version from the sequence;
-    /// with 0 it is returned as it is (the no-op update makes RETURNING see its latest committed state).
+    /// transaction ends. An existing row (the usual case) is updated in place: <paramref name="amount"/> added and a new
+    /// version drawn from the sequence, or, with 0, returned as it is (the update makes RETURNING see its latest
+    /// committed state). Only a period nobody wrote to yet pays for summing its events (the caller's own new event
+    /// included; the NOT EXISTS in WHERE skips the scan, the one in HAVING the aggregate's row): a concurrent first
+    /// write either commits before that sum (and is in it) or conflicts and adds its amount to the row.
     /// </summary>
     private static async Task<TotalRow> UpsertTotalAsync(MeteringDbContext db, CounterKey key, long amount, CancellationToken cancellationToken)
     {
         var (start, end) = Bounds(key);
         var rows = await db.Database
             .SqlQuery<TotalRow>($"""
-                INSERT INTO usage_totals (subject_id, usage_type, period_start, period_end, total, version)
-                SELECT {key.SubjectId}, {key.UsageType}, {start}, {end},
-                       COALESCE(SUM(l.amount), 0), nextval('usage_total_versions')
-                FROM usage_event_lines l
-                WHERE l.subject_id = {key.SubjectId} AND l.usage_type = {key.UsageType}
-                  AND l.occurred_at >= {start} AND l.occurred_at < {end}
-                ON CONFLICT (subject_id, usage_type, period_start) DO UPDATE
-                SET total = usage_totals.total + {amount},
-                    version = CASE WHEN {amount} = 0 THEN usage_totals.version ELSE nextval('usage_total_versions') END
-                RETURNING total AS "Total", version AS "Version"
+                WITH updated AS (
+                    UPDATE usage_totals
+                    SET total = total + {amount},
+                        version = CASE WHEN {amount} = 0 THEN version ELSE nextval('usage_total_versions') END
+                    WHERE subject_id = {key.SubjectId} AND usage_type = {key.UsageType} AND period_start = {start}
+                    RETURNING total, version
+                ), inserted AS (
+                    INSERT INTO usage_totals (subject_id, usage_type, period_start, period_end, total, version)
+                    SELECT {key.SubjectId}, {key.UsageType}, {start}, {end},
+                           COALESCE(SUM(l.amount), 0), nextval('usage_total_versions')
+                    FROM usage_event_lines l
+                    WHERE NOT EXISTS (SELECT 1 FROM updated)
+                      AND l.subject_id = {key.SubjectId} AND l.usage_type = {key.UsageType}
+                      AND l.occurred_at >= {start} AND l.occurred_at < {end}
+                    HAVING NOT EXISTS (SELECT 1 FROM updated)
+                    ON CONFLICT (subject_id, usage_type, period_start) DO UPDATE
+                    SET total = usage_totals.total + {amount},
+                        version = CASE WHEN {amount} = 0 THEN usage_totals.version ELSE nextval('usage_total_versions') END
+                    RETURNING total, version
+                )
+                SELECT total AS "Total", version AS "Version" FROM updated
+                UNION ALL
+                SELECT total AS "Total", version AS "Version" FROM inserted
                 """)
             .ToListAsync(cancellationToken);
         return rows[0];

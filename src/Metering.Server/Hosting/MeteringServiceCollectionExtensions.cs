@@ -63,7 +63,7 @@ internal static class MeteringServiceCollectionExtensions
     public static IServiceCollection AddMeteringPostgres(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddPooledDbContextFactory<MeteringDbContext>((sp, options) =>
-            options.UseNpgsql(RequiredConnectionString(sp, "Postgres")));
+            options.UseNpgsql(WithAutoPrepare(RequiredConnectionString(sp, "Postgres"))));
         services.Configure<CatalogSeed>(configuration.GetSection("Catalog"));
         services.AddSingleton<PostgresCatalogStore>();
         services.AddSingleton<ICatalogStore>(sp => sp.GetRequiredService<PostgresCatalogStore>());
@@ -89,6 +89,21 @@ internal static class MeteringServiceCollectionExtensions
         services.AddSingleton<ISubscriptionCache, RedisSubscriptionCache>();
         services.AddSingleton<ICatalogVersionCache, RedisCatalogVersionCache>();
         return services;
+    }
+
+    /// <summary>
+    /// The ledger runs the same few statements on every call: let Npgsql prepare them on the server once per
+    /// connection instead of planning them every time, unless the connection string says otherwise.
+    /// </summary>
+    private static string WithAutoPrepare(string connectionString)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(connectionString);
+        if (!connectionString.Contains("Max Auto Prepare", StringComparison.OrdinalIgnoreCase))
+        {
+            builder.MaxAutoPrepare = 32;
+        }
+
+        return builder.ConnectionString;
     }
 
     private static string RequiredConnectionString(IServiceProvider services, string name) =>

@@ -22,18 +22,30 @@ public sealed partial class SubscriptionDirectory(
     ILogger<SubscriptionDirectory> logger)
 {
     /// <summary>The subject's subscription and plan, enrolling the subject on the default plan the first time.</summary>
-    public async Task<SubjectPlan> ResolveAsync(string subjectId, CancellationToken cancellationToken)
+    public Task<SubjectPlan> ResolveAsync(string subjectId, CancellationToken cancellationToken) =>
+        ResolveAsync(subjectId, PeekAsync(subjectId, cancellationToken), cancellationToken);
+
+    /// <summary>
+    /// Starts reading the subject's cached subscription, changing nothing, so that a call can send it together with
+    /// its other first read (the catalog version) and pay one round trip for both. A cache failure reads as a miss.
+    /// </summary>
+    public async Task<Subscription?> PeekAsync(string subjectId, CancellationToken cancellationToken)
     {
-        Subscription? subscription = null;
         try
         {
-            subscription = await cache.GetAsync(subjectId, cancellationToken);
+            return await cache.GetAsync(subjectId, cancellationToken);
         }
         catch (StoreUnavailableException ex)
         {
             LogCacheUnavailable(ex.Message);
+            return null;
         }
+    }
 
+    /// <summary>As <see cref="ResolveAsync(string, CancellationToken)"/>, from a <see cref="PeekAsync"/> already under way.</summary>
+    public async Task<SubjectPlan> ResolveAsync(string subjectId, Task<Subscription?> peeked, CancellationToken cancellationToken)
+    {
+        var subscription = await peeked;
         if (subscription is null)
         {
             subscription = await LoadAsync(subjectId, cancellationToken);

@@ -28,13 +28,14 @@ public sealed partial class UsageMeter(
     /// <summary>Whether every amount fits; with reserve, holds them all or none.</summary>
     public async Task<CheckLimitResult> CheckLimitAsync(CheckLimitCommand command, CancellationToken cancellationToken)
     {
+        var peeked = subscriptions.PeekAsync(command.SubjectId, cancellationToken); // travels with the catalog version read
         new RequestValidator(await catalog.RefreshAsync(cancellationToken))
             .SubjectId("subject_id", command.SubjectId)
             .Usage("usage", command.Usage)
             .ReservationTtl("reservation_ttl", command.ReservationTtl)
             .ThrowIfInvalid();
 
-        var subject = await subscriptions.ResolveAsync(command.SubjectId, cancellationToken);
+        var subject = await subscriptions.ResolveAsync(command.SubjectId, peeked, cancellationToken);
         var now = Now();
         var lines = Lines(subject, command.Usage, now);
         var hold = command.Reserve
@@ -65,6 +66,7 @@ public sealed partial class UsageMeter(
     public async Task<TrackUsageResult> TrackUsageAsync(TrackUsageCommand command, CancellationToken cancellationToken)
     {
         var now = Now();
+        var peeked = subscriptions.PeekAsync(command.SubjectId, cancellationToken); // travels with the catalog version read
         new RequestValidator(await catalog.RefreshAsync(cancellationToken))
             .SubjectId("subject_id", command.SubjectId)
             .Token("idempotency_key", command.IdempotencyKey, RequestValidator.MaxIdempotencyKeyLength)
@@ -75,7 +77,7 @@ public sealed partial class UsageMeter(
             .ThrowIfInvalid();
 
         var fingerprint = UsageFingerprint.Compute(command);
-        var subject = await subscriptions.ResolveAsync(command.SubjectId, cancellationToken);
+        var subject = await subscriptions.ResolveAsync(command.SubjectId, peeked, cancellationToken);
         var known = await ledger.FindFingerprintAsync(command.SubjectId, command.IdempotencyKey, cancellationToken);
         if (known is not null)
         {
@@ -183,6 +185,7 @@ public sealed partial class UsageMeter(
     /// <summary>The current standing of each usage type asked (all when none), changing nothing.</summary>
     public async Task<RemainingResult> GetRemainingAsync(string subjectId, IReadOnlyList<string> usageTypes, CancellationToken cancellationToken)
     {
+        var peeked = subscriptions.PeekAsync(subjectId, cancellationToken); // travels with the catalog version read
         var validator = new RequestValidator(await catalog.RefreshAsync(cancellationToken)).SubjectId("subject_id", subjectId);
         for (var i = 0; i < usageTypes.Count; i++)
         {
@@ -193,7 +196,7 @@ public sealed partial class UsageMeter(
         var names = usageTypes.Count == 0
             ? catalog.Current.UsageTypes.Select(t => t.Name)
             : usageTypes.Distinct(StringComparer.Ordinal);
-        var subject = await subscriptions.ResolveAsync(subjectId, cancellationToken);
+        var subject = await subscriptions.ResolveAsync(subjectId, peeked, cancellationToken);
         var limits = await CurrentLimitsAsync(subject, names, cancellationToken);
         return new RemainingResult(subjectId, subject.Plan.Id, limits, subject.Plan.Version);
     }

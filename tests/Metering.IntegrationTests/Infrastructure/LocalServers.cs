@@ -226,41 +226,29 @@ internal sealed class LocalPostgres : IAsyncDisposable
             }
 
             var userText = runAs is { } runAsUser ? $", as user {runAsUser.Name}" : "";
-            for (var attempt = 1; ; attempt++)
-            {
-                var port = TcpPorts.GetFreeLoopbackPort();
-                var postgres = Command("postgres",
-                [
-                    "-D", dataDirectory,
-                    "-p", port.ToString(CultureInfo.InvariantCulture),
-                    "-c", "listen_addresses=127.0.0.1",
-                    "-c", "unix_socket_directories=",
-                    "-c", "fsync=off",
-                    "-c", "synchronous_commit=off",
-                    "-c", "full_page_writes=off",
-                    "-c", "max_connections=300",
-                    "-c", "jit=off",
-                    "-c", "logging_collector=off",
-                    "-c", "log_min_messages=warning",
-                ]);
-                var output = new OutputBuffer();
-                var process = StartProcess(postgres, rootDirectory, output);
-                var server = new LocalPostgres(process, output, rootDirectory, port, $"local process ({binDirectory}/postgres{userText}, 127.0.0.1:{port})");
-                try
+            return await FreePortStart.StartAsync(
+                port =>
                 {
-                    await server.WaitUntilReadyAsync(cancellationToken).ConfigureAwait(false);
-                    return server;
-                }
-                catch (PortInUseException) when (attempt < 3)
-                {
-                    await server.StopProcessAsync().ConfigureAwait(false);
-                }
-                catch
-                {
-                    await server.StopProcessAsync().ConfigureAwait(false);
-                    throw;
-                }
-            }
+                    var postgres = Command("postgres",
+                    [
+                        "-D", dataDirectory,
+                        "-p", port.ToString(CultureInfo.InvariantCulture),
+                        "-c", "listen_addresses=127.0.0.1",
+                        "-c", "unix_socket_directories=",
+                        "-c", "fsync=off",
+                        "-c", "synchronous_commit=off",
+                        "-c", "full_page_writes=off",
+                        "-c", "max_connections=300",
+                        "-c", "jit=off",
+                        "-c", "logging_collector=off",
+                        "-c", "log_min_messages=warning",
+                    ]);
+                    var output = new OutputBuffer();
+                    var process = StartProcess(postgres, rootDirectory, output);
+                    return new LocalPostgres(process, output, rootDirectory, port, $"local process ({binDirectory}/postgres{userText}, 127.0.0.1:{port})");
+                },
+                server => server.WaitUntilReadyAsync(cancellationToken),
+                server => server.StopProcessAsync()).ConfigureAwait(false);
         }
         catch
         {
@@ -420,39 +408,27 @@ internal sealed class LocalRedis : IAsyncDisposable
         Directory.CreateDirectory(rootDirectory);
         try
         {
-            for (var attempt = 1; ; attempt++)
-            {
-                var port = TcpPorts.GetFreeLoopbackPort();
-                string[] command =
-                [
-                    redisServer,
-                    "--port", port.ToString(CultureInfo.InvariantCulture),
-                    "--bind", "127.0.0.1",
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--dir", rootDirectory,
-                    "--daemonize", "no",
-                    "--protected-mode", "no",
-                    "--loglevel", "warning",
-                ];
-                var output = new OutputBuffer();
-                var process = LocalPostgres.StartProcess(command, rootDirectory, output);
-                var server = new LocalRedis(process, output, rootDirectory, port, $"local process ({redisServer}, 127.0.0.1:{port})");
-                try
+            return await FreePortStart.StartAsync(
+                port =>
                 {
-                    await server.WaitUntilReadyAsync(cancellationToken).ConfigureAwait(false);
-                    return server;
-                }
-                catch (PortInUseException) when (attempt < 3)
-                {
-                    await server.StopProcessAsync().ConfigureAwait(false);
-                }
-                catch
-                {
-                    await server.StopProcessAsync().ConfigureAwait(false);
-                    throw;
-                }
-            }
+                    string[] command =
+                    [
+                        redisServer,
+                        "--port", port.ToString(CultureInfo.InvariantCulture),
+                        "--bind", "127.0.0.1",
+                        "--save", "",
+                        "--appendonly", "no",
+                        "--dir", rootDirectory,
+                        "--daemonize", "no",
+                        "--protected-mode", "no",
+                        "--loglevel", "warning",
+                    ];
+                    var output = new OutputBuffer();
+                    var process = LocalPostgres.StartProcess(command, rootDirectory, output);
+                    return new LocalRedis(process, output, rootDirectory, port, $"local process ({redisServer}, 127.0.0.1:{port})");
+                },
+                server => server.WaitUntilReadyAsync(cancellationToken),
+                server => server.StopProcessAsync()).ConfigureAwait(false);
         }
         catch
         {

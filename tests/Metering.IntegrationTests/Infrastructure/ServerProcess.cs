@@ -69,53 +69,41 @@ public sealed class ServerProcess : IAsyncDisposable
             throw new FileNotFoundException($"The server assembly {dll} does not exist; build the server project first.", dll);
         }
 
-        for (var attempt = 1; ; attempt++)
-        {
-            var port = TcpPorts.GetFreeLoopbackPort();
-            var startInfo = new ProcessStartInfo(DotnetHost())
+        return await FreePortStart.StartAsync(
+            port =>
             {
-                UseShellExecute = false,
-                RedirectStandardInput = true,
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                WorkingDirectory = Path.GetDirectoryName(dll)!,
-            };
-            startInfo.ArgumentList.Add(dll);
-            startInfo.ArgumentList.Add("--urls");
-            startInfo.ArgumentList.Add($"{scheme}://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}");
-            if (!environment.ContainsKey("ASPNETCORE_ENVIRONMENT"))
-            {
-                startInfo.Environment["ASPNETCORE_ENVIRONMENT"] = "Development";
-            }
+                var startInfo = new ProcessStartInfo(DotnetHost())
+                {
+                    UseShellExecute = false,
+                    RedirectStandardInput = true,
+                    RedirectStandardOutput = true,
+                    RedirectStandardError = true,
+                    WorkingDirectory = Path.GetDirectoryName(dll)!,
+                };
+                startInfo.ArgumentList.Add(dll);
+                startInfo.ArgumentList.Add("--urls");
+                startInfo.ArgumentList.Add($"{scheme}://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}");
+                if (!environment.ContainsKey("ASPNETCORE_ENVIRONMENT"))
+                {
+                    startInfo.Environment["ASPNETCORE_ENVIRONMENT"] = "Development";
+                }
 
-            foreach (var (key, value) in environment)
-            {
-                startInfo.Environment[key] = value;
-            }
+                foreach (var (key, value) in environment)
+                {
+                    startInfo.Environment[key] = value;
+                }
 
-            var output = new OutputBuffer(4 * 1024 * 1024);
-            var process = new Process { StartInfo = startInfo };
-            output.Attach(process);
-            process.Start();
-            process.StandardInput.Close();
-            process.BeginOutputReadLine();
-            process.BeginErrorReadLine();
-            var server = new ServerProcess(process, output, port, scheme);
-            try
-            {
-                await server.WaitForPortAsync(ct).ConfigureAwait(false);
-                return server;
-            }
-            catch (PortInUseException) when (attempt < 3)
-            {
-                await server.DisposeAsync().ConfigureAwait(false);
-            }
-            catch
-            {
-                await server.DisposeAsync().ConfigureAwait(false);
-                throw;
-            }
-        }
+                var output = new OutputBuffer(4 * 1024 * 1024);
+                var process = new Process { StartInfo = startInfo };
+                output.Attach(process);
+                process.Start();
+                process.StandardInput.Close();
+                process.BeginOutputReadLine();
+                process.BeginErrorReadLine();
+                return new ServerProcess(process, output, port, scheme);
+            },
+            server => server.WaitForPortAsync(ct),
+            server => server.DisposeAsync().AsTask()).ConfigureAwait(false);
     }
 
     /// <summary>Kills the server's process tree and waits (up to 10 s) for it to end.</summary>

@@ -55,3 +55,36 @@ public static class TcpPorts
         }
     }
 }
+
+/// <summary>Starts a server on a free loopback port, and on another one when the chosen port was taken meanwhile.</summary>
+internal static class FreePortStart
+{
+    private const int Attempts = 3;
+
+    /// <summary>
+    /// Calls <paramref name="start"/> with a free port and waits until the server is ready; a server that finds its port
+    /// taken (<see cref="PortInUseException"/>) is stopped and started again on another, up to three times. A server
+    /// that fails otherwise is stopped before the failure is passed on.
+    /// </summary>
+    public static async Task<T> StartAsync<T>(Func<int, T> start, Func<T, Task> waitUntilReady, Func<T, Task> stop)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            var server = start(TcpPorts.GetFreeLoopbackPort());
+            try
+            {
+                await waitUntilReady(server).ConfigureAwait(false);
+                return server;
+            }
+            catch (PortInUseException) when (attempt < Attempts)
+            {
+                await stop(server).ConfigureAwait(false);
+            }
+            catch
+            {
+                await stop(server).ConfigureAwait(false);
+                throw;
+            }
+        }
+    }
+}

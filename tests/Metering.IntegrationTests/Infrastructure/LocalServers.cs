@@ -244,7 +244,7 @@ internal sealed class LocalPostgres : IAsyncDisposable
                         "-c", "log_min_messages=warning",
                     ]);
                     var output = new OutputBuffer();
-                    var process = StartProcess(postgres, rootDirectory, output);
+                    var process = ChildProcess.Start(postgres, rootDirectory, output);
                     return new LocalPostgres(process, output, rootDirectory, port, $"local process ({binDirectory}/postgres{userText}, 127.0.0.1:{port})");
                 },
                 server => server.WaitUntilReadyAsync(cancellationToken),
@@ -266,30 +266,6 @@ internal sealed class LocalPostgres : IAsyncDisposable
 
         await StopProcessAsync().ConfigureAwait(false);
         TryDeleteDirectory(rootDirectory);
-    }
-
-    internal static Process StartProcess(IReadOnlyList<string> command, string workingDirectory, OutputBuffer output)
-    {
-        var startInfo = new ProcessStartInfo(command[0])
-        {
-            UseShellExecute = false,
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            WorkingDirectory = workingDirectory,
-        };
-        foreach (var argument in command.Skip(1))
-        {
-            startInfo.ArgumentList.Add(argument);
-        }
-
-        var process = new Process { StartInfo = startInfo };
-        output.Attach(process);
-        process.Start();
-        process.StandardInput.Close();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        return process;
     }
 
     internal static void TryDeleteDirectory(string directory)
@@ -424,7 +400,7 @@ internal sealed class LocalRedis : IAsyncDisposable
                         "--loglevel", "warning",
                     ];
                     var output = new OutputBuffer();
-                    var process = LocalPostgres.StartProcess(command, rootDirectory, output);
+                    var process = ChildProcess.Start(command, rootDirectory, output);
                     return new LocalRedis(process, output, rootDirectory, port, $"local process ({redisServer}, 127.0.0.1:{port})");
                 },
                 server => server.WaitUntilReadyAsync(cancellationToken),

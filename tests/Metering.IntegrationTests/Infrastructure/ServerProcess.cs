@@ -72,34 +72,15 @@ public sealed class ServerProcess : IAsyncDisposable
         return await FreePortStart.StartAsync(
             port =>
             {
-                var startInfo = new ProcessStartInfo(DotnetHost())
-                {
-                    UseShellExecute = false,
-                    RedirectStandardInput = true,
-                    RedirectStandardOutput = true,
-                    RedirectStandardError = true,
-                    WorkingDirectory = Path.GetDirectoryName(dll)!,
-                };
-                startInfo.ArgumentList.Add(dll);
-                startInfo.ArgumentList.Add("--urls");
-                startInfo.ArgumentList.Add($"{scheme}://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}");
-                if (!environment.ContainsKey("ASPNETCORE_ENVIRONMENT"))
-                {
-                    startInfo.Environment["ASPNETCORE_ENVIRONMENT"] = "Development";
-                }
-
+                var variables = new Dictionary<string, string> { ["ASPNETCORE_ENVIRONMENT"] = "Development" };
                 foreach (var (key, value) in environment)
                 {
-                    startInfo.Environment[key] = value;
+                    variables[key] = value;
                 }
 
                 var output = new OutputBuffer(4 * 1024 * 1024);
-                var process = new Process { StartInfo = startInfo };
-                output.Attach(process);
-                process.Start();
-                process.StandardInput.Close();
-                process.BeginOutputReadLine();
-                process.BeginErrorReadLine();
+                var url = $"{scheme}://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
+                var process = ChildProcess.Start([DotnetHost(), dll, "--urls", url], Path.GetDirectoryName(dll)!, output, variables);
                 return new ServerProcess(process, output, port, scheme);
             },
             server => server.WaitForPortAsync(ct),

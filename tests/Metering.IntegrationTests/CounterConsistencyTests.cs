@@ -114,8 +114,8 @@ public sealed class CounterConsistencyTests : ServiceTest
             Instant.FromDateTimeOffset(status.ResetsAt.ToDateTimeOffset()));
 
         // A rebuild that read the ledger before the write above lands late, with an older version.
-        var stale = new CounterValue(new CounterKey(subject, Minutes, period), Total: 0, Version: version - 1);
-        await Host.Services.GetRequiredService<ICounterStore>().ApplyAsync(subject, [stale], [], CancellationToken.None);
+        var stale = new CounterValue(new CounterKey(subject, Minutes, period), Total: 0, Held: 0, Version: version - 1);
+        await Host.Services.GetRequiredService<ICounterStore>().ApplyAsync([stale], CancellationToken.None);
 
         Assert.That((await RemainingAsync(subject, Minutes)).Used, Is.EqualTo(7));
     }

@@ -65,6 +65,8 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
         InvalidRequestException => Code.InvalidArgument,
         LimitExceededException => Code.ResourceExhausted,
         TotalCeilingException => Code.ResourceExhausted,
+        TooManyHoldsException => Code.ResourceExhausted,
+        RequestIdConflictException => Code.AlreadyExists,
         NotInPlanException => Code.PermissionDenied,
         IdempotencyConflictException => Code.AlreadyExists,
         StoreUnavailableException => Code.Unavailable,

@@ -215,6 +215,7 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
             e.ToTable("counter_outbox");
             e.HasKey(x => x.Id);
             e.Property(x => x.Id).HasColumnName("id").UseIdentityAlwaysColumn();
+            e.Property(x => x.Kind).HasColumnName("kind").HasMaxLength(16);
             e.Property(x => x.SubjectId).HasColumnName("subject_id").HasMaxLength(128);
             e.Property(x => x.UsageType).HasColumnName("usage_type");
             e.Property(x => x.PeriodStart).HasColumnName("period_start");

@@ -148,6 +148,9 @@ public sealed class PostgresCatalogStore(IDbContextFactory<MeteringDbContext> co
             .SqlQuery<long>($"UPDATE catalog_state SET version = version + 1 WHERE id = 1 RETURNING version AS \"Value\"")
             .ToListAsync(cancellationToken))[0];
         await apply(db, version, cancellationToken);
+
+        // The shared version follows the change even if the caller never hears back (see counter_outbox).
+        db.CounterOutbox.Add(new CounterOutboxRow { Kind = CounterOutboxRow.CatalogKind });
         db.CatalogChanges.Add(new CatalogChangeRow
         {
             Version = version,

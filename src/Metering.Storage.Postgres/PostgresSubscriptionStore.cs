@@ -130,7 +130,7 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
         var fence = (await db.Database
             .SqlQuery<long>($"SELECT nextval('usage_total_versions') AS \"Value\"")
             .ToListAsync(cancellationToken))[0];
-        await db.Database.ExecuteSqlAsync($"INSERT INTO counter_outbox (subject_id) VALUES ({subjectId})", cancellationToken);
+        await db.Database.ExecuteSqlAsync($"INSERT INTO counter_outbox (kind, subject_id) VALUES ('subscription', {subjectId})", cancellationToken);
 
         await transaction.CommitAsync(cancellationToken);
         return new SubscriptionChange(ToDomain(row), fence);

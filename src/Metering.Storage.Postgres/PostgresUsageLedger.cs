@@ -127,6 +127,7 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
             {
                 await using var db = await contexts.CreateDbContextAsync(token);
                 await using var transaction = await db.Database.BeginTransactionAsync(token);
+                await LockSubjectAsync(db, key.SubjectId, token);
 
                 // Lock the row first (creating it from the events if needed); the sum below is a new statement, so it
                 // sees every event committed before the lock. An event still in flight waits for this row and adds its
@@ -176,7 +177,7 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
                 var age = minAge.ToTimeSpan();
                 var rows = await db.Database
                     .SqlQuery<OutboxRow>($"""
-                        SELECT o.id AS "Id", o.subject_id AS "SubjectId", o.usage_type AS "UsageType",
+                        SELECT o.id AS "Id", o.kind AS "Kind", o.subject_id AS "SubjectId", o.usage_type AS "UsageType",
                                o.period_start AS "PeriodStart", t.period_end AS "PeriodEnd",
                                t.total AS "Total", t.held AS "Held", t.version AS "Version"
                         FROM counter_outbox o
@@ -195,16 +196,16 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
 
                 // A row gone since (dropped by a calendar change) has nothing to apply: its counter was fenced then.
                 var values = rows
-                    .Where(r => r.UsageType is not null && r.Version is not null)
+                    .Where(r => r.Kind == CounterOutboxRow.CounterKind && r.Version is not null)
                     .Select(r => new CounterValue(
-                        new CounterKey(r.SubjectId, r.UsageType!, new Period(ToInstant(r.PeriodStart!.Value), ToInstant(r.PeriodEnd!.Value))),
+                        new CounterKey(r.SubjectId!, r.UsageType!, new Period(ToInstant(r.PeriodStart!.Value), ToInstant(r.PeriodEnd!.Value))),
                         r.Total!.Value,
                         r.Held!.Value,
                         r.Version!.Value))
                     .DistinctBy(v => v.Key)
                     .ToList();
-                var subscriptions = rows.Where(r => r.UsageType is null).Select(r => r.SubjectId).Distinct(StringComparer.Ordinal).ToList();
-                await apply(new OutboxBatch(values, subscriptions));
+                var subscriptions = rows.Where(r => r.Kind == CounterOutboxRow.SubscriptionKind).Select(r => r.SubjectId!).Distinct(StringComparer.Ordinal).ToList();
+                await apply(new OutboxBatch(values, subscriptions, rows.Any(r => r.Kind == CounterOutboxRow.CatalogKind)));
                 var ids = rows.Select(r => r.Id).ToArray();
                 await db.Database.ExecuteSqlAsync($"DELETE FROM counter_outbox WHERE id = ANY({ids})", token);
                 await transaction.CommitAsync(token);
@@ -324,8 +325,11 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
         await using var db = await contexts.CreateDbContextAsync(cancellationToken);
         await using var transaction = await db.Database.BeginTransactionAsync(cancellationToken);
 
-        // The periods were computed with this calendar: hold it (and every other write of the subject) still until commit.
-        if (!await LockSubjectAsync(db, usageEvent.SubjectId, usageEvent.Calendar, cancellationToken))
+        // The periods were computed with this calendar: hold it still until commit. An event that changes holds or is
+        // enforced takes the subject exclusively, like every grant; plain usage only needs the calendar to stay, so
+        // plain events of one subject are recorded side by side.
+        var holdsChange = usageEvent.EnforcedLimits is not null || NullIfEmpty(usageEvent.ReservationId) is not null;
+        if (!await LockSubjectAsync(db, usageEvent.SubjectId, usageEvent.Calendar, cancellationToken, exclusive: holdsChange))
         {
             return new RecordOutcome.CalendarChanged();
         }
@@ -369,7 +373,6 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
             }
         }
 
-        var ranges = new List<HoldRange>();
         foreach (var line in usageEvent.Lines)
         {
             var (start, end) = Bounds(line.Key.Period);
@@ -382,6 +385,7 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
         }
 
         // In usage type order, so that concurrent writers lock totals in the same order.
+        var totals = new List<CounterValue>(usageEvent.Lines.Count);
         foreach (var line in usageEvent.Lines.OrderBy(l => l.Key.UsageType, StringComparer.Ordinal))
         {
             var row = await UpsertTotalAsync(db, line.Key, line.Amount, cancellationToken);
@@ -406,20 +410,38 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
                     });
             }
 
-            var (start, end) = Bounds(line.Key.Period);
-            ranges.Add(new HoldRange(line.Key.UsageType, start, end));
+            totals.Add(row);
         }
 
+        CounterChanges changes;
         if (NullIfEmpty(usageEvent.ReservationId) is { } reservationId)
         {
-            ranges.AddRange(usageEvent.FinalSettle
+            var ranges = usageEvent.FinalSettle
                 ? await EndHoldAsync(db, usageEvent.SubjectId, reservationId, "settled", cancellationToken)
-                : await SettlePartAsync(db, usageEvent, reservationId, cancellationToken));
+                : await SettlePartAsync(db, usageEvent, reservationId, cancellationToken);
+            ranges.AddRange(totals.Select(t => new HoldRange(t.Key.UsageType, t.Key.Period.Start.ToDateTimeUtc(), t.Key.Period.End.ToDateTimeUtc())));
+            changes = await RefreshCountersAsync(db, usageEvent.SubjectId, ranges, cancellationToken);
+        }
+        else
+        {
+            // No hold changed: the totals' new versions are the change; queue them.
+            changes = new CounterChanges(totals);
+            await QueueAsync(db, totals, cancellationToken);
         }
 
-        var changes = await RefreshCountersAsync(db, usageEvent.SubjectId, ranges, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         return new RecordOutcome.Recorded(changes, usageEvent.Lines);
+    }
+
+    private static async Task QueueAsync(MeteringDbContext db, IReadOnlyList<CounterValue> values, CancellationToken cancellationToken)
+    {
+        foreach (var value in values)
+        {
+            var start = value.Key.Period.Start.ToDateTimeUtc();
+            await db.Database.ExecuteSqlAsync(
+                $"INSERT INTO counter_outbox (kind, subject_id, usage_type, period_start) VALUES ('counter', {value.Key.SubjectId}, {value.Key.UsageType}, {start})",
+                cancellationToken);
+        }
     }
 
     /// <summary>Lowers a live hold by the amounts recorded (never below zero); it stays live for the rest.</summary>
@@ -483,8 +505,8 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
                           AND t.period_start < {range.End} AND t.period_end > {range.Start}
                         RETURNING t.usage_type, t.period_start, t.period_end, t.total, t.held, t.version
                     ), queued AS (
-                        INSERT INTO counter_outbox (subject_id, usage_type, period_start)
-                        SELECT {subjectId}, usage_type, period_start FROM changed
+                        INSERT INTO counter_outbox (kind, subject_id, usage_type, period_start)
+                        SELECT 'counter', {subjectId}, usage_type, period_start FROM changed
                     )
                     SELECT usage_type AS "UsageType", period_start AS "Start", period_end AS "End",
                            total AS "Total", held AS "Held", version AS "Version"
@@ -502,17 +524,22 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
     }
 
     /// <summary>
-    /// Locks the subject's subscription row for the rest of the transaction: every write of the subject takes it, so
-    /// grants are decided on a state nobody changes meanwhile, and a calendar change waits. False when the calendar is
-    /// no longer the one the caller computed its periods with.
+    /// Locks the subject's subscription row for the rest of the transaction, so that a calendar change waits. Exclusive
+    /// (every grant and every change of holds): the state a grant is decided on cannot change before it commits. Shared
+    /// (plain usage): plain events run side by side, and wait for grants. False when the calendar is no longer the one
+    /// the caller computed its periods with.
     /// </summary>
-    private static async Task<bool> LockSubjectAsync(MeteringDbContext db, string subjectId, BillingCalendar calendar, CancellationToken cancellationToken)
+    private static async Task<bool> LockSubjectAsync(MeteringDbContext db, string subjectId, BillingCalendar calendar, CancellationToken cancellationToken, bool exclusive = true)
     {
-        var current = await db.Database
-            .SqlQuery<CalendarRow>($"""
-                SELECT billing_anchor_day AS "BillingAnchorDay", time_zone AS "TimeZone"
-                FROM subscriptions WHERE subject_id = {subjectId} FOR NO KEY UPDATE
-                """)
+        var current = await (exclusive
+                ? db.Database.SqlQuery<CalendarRow>($"""
+                    SELECT billing_anchor_day AS "BillingAnchorDay", time_zone AS "TimeZone"
+                    FROM subscriptions WHERE subject_id = {subjectId} FOR NO KEY UPDATE
+                    """)
+                : db.Database.SqlQuery<CalendarRow>($"""
+                    SELECT billing_anchor_day AS "BillingAnchorDay", time_zone AS "TimeZone"
+                    FROM subscriptions WHERE subject_id = {subjectId} FOR SHARE
+                    """))
             .ToListAsync(cancellationToken);
         return current is [var row] && row.BillingAnchorDay == calendar.BillingAnchorDay && row.TimeZone == calendar.TimeZone;
     }
@@ -647,7 +674,7 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
 
     private sealed record EventSumRow(long Total, long Count);
 
-    private sealed record OutboxRow(long Id, string SubjectId, string? UsageType, DateTime? PeriodStart, DateTime? PeriodEnd, long? Total, long? Held, long? Version);
+    private sealed record OutboxRow(long Id, string Kind, string? SubjectId, string? UsageType, DateTime? PeriodStart, DateTime? PeriodEnd, long? Total, long? Held, long? Version);
 
     private sealed record EarlierHold(PlacedHold Hold, IReadOnlyList<(string UsageType, long Amount)> Lines, bool Live);
 }

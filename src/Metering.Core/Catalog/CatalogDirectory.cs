@@ -138,6 +138,10 @@ public sealed partial class CatalogDirectory(
         return (updated.GetUsageType(usageType.Name), version);
     }
 
+    /// <summary>Shares the stored catalog version with every instance; fails when the shared cache does (the outbox drain retries).</summary>
+    public async Task RepublishAsync(CancellationToken cancellationToken) =>
+        await cache.PutAsync(Stored.CatalogId, await store.GetVersionAsync(cancellationToken), cancellationToken);
+
     public void Dispose() => _reload.Dispose();
 
     /// <summary>

@@ -184,3 +184,15 @@ public sealed class RequestIdConflictException(string requestId)
         ["request_id"] = requestId,
     };
 }
+
+/// <summary>The subject's subscription kept changing while the call ran; nothing was recorded or held. Retry.</summary>
+public sealed class ConcurrentChangeException(string subjectId)
+    : MeteringException($"The subscription of '{subjectId}' kept changing while the call ran; nothing was recorded. Retry the call.")
+{
+    public override string Reason => "SUBSCRIPTION_CHANGING";
+
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>
+    {
+        ["subject_id"] = subjectId,
+    };
+}

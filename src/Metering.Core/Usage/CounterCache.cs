@@ -69,7 +69,9 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
         {
             await counters.ApplyAsync(changes.Values, CancellationToken.None);
         }
-        catch (StoreUnavailableException ex)
+#pragma warning disable CA1031 // The change is committed: no failure of the cache may fail the call; the outbox retries.
+        catch (Exception ex)
+#pragma warning restore CA1031
         {
             LogApplyDeferred(changes.Values.Count, ex.Message);
         }

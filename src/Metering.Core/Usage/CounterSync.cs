@@ -1,3 +1,4 @@
+using Metering.Core.Catalog;
 using Metering.Core.Ports;
 using Metering.Core.Subscriptions;
 using NodaTime;
@@ -9,7 +10,7 @@ namespace Metering.Core.Usage;
 /// refused the write, the instance died): every instance drains the outbox that each ledger transaction writes, and
 /// ends holds whose time is up, so that the counters stop showing them.
 /// </summary>
-public sealed class CounterSync(IUsageLedger ledger, ICounterStore counters, SubscriptionDirectory subscriptions)
+public sealed class CounterSync(IUsageLedger ledger, ICounterStore counters, SubscriptionDirectory subscriptions, CatalogDirectory catalog)
 {
     /// <summary>How old an outbox entry must be before a drain takes it: the committing instance applies its own first.</summary>
     public static readonly Duration MinAge = Duration.FromMilliseconds(250);
@@ -43,6 +44,11 @@ public sealed class CounterSync(IUsageLedger ledger, ICounterStore counters, Sub
         foreach (var subjectId in batch.Subscriptions)
         {
             await subscriptions.RefreshCacheAsync(subjectId, cancellationToken);
+        }
+
+        if (batch.Catalog)
+        {
+            await catalog.RepublishAsync(cancellationToken);
         }
     }
 }

@@ -50,5 +50,8 @@ public sealed record CounterChanges(IReadOnlyList<CounterValue> Values)
 /// <summary>A live hold on one counter.</summary>
 public sealed record HoldInfo(string ReservationId, long Amount, Instant ExpiresAt);
 
-/// <summary>What an outbox drain brings the cache up to: counters' current values, and subjects whose subscription changed.</summary>
-public sealed record OutboxBatch(IReadOnlyList<CounterValue> Counters, IReadOnlyList<string> Subscriptions);
+/// <summary>
+/// What an outbox drain brings the shared cache up to: counters' current values, subjects whose subscription changed,
+/// and whether the catalog changed.
+/// </summary>
+public sealed record OutboxBatch(IReadOnlyList<CounterValue> Counters, IReadOnlyList<string> Subscriptions, bool Catalog);

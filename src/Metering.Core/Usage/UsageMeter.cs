@@ -21,7 +21,7 @@ public sealed class UsageMeter(
     MeteringSettings settings,
     TimeProvider time)
 {
-    private const int MaxCalendarRetries = 3;
+    private const int MaxCalendarRetries = 8;
 
     /// <summary>Whether every amount fits; with reserve, holds them all or none, durably.</summary>
     public async Task<CheckLimitResult> CheckLimitAsync(CheckLimitCommand command, CancellationToken cancellationToken)
@@ -101,7 +101,7 @@ public sealed class UsageMeter(
                     break;
 
                 default:
-                    throw new InvalidOperationException($"The subscription of '{command.SubjectId}' kept changing while usage was recorded.");
+                    throw new ConcurrentChangeException(command.SubjectId);
             }
         }
     }
@@ -228,7 +228,7 @@ public sealed class UsageMeter(
                     break;
 
                 default:
-                    throw new InvalidOperationException($"The subscription of '{command.SubjectId}' kept changing while a hold was placed.");
+                    throw new ConcurrentChangeException(command.SubjectId);
             }
         }
     }
@@ -334,7 +334,7 @@ public sealed class UsageMeter(
                     break;
 
                 default:
-                    throw new InvalidOperationException($"The subscription of '{subjectId}' kept changing while a correction was recorded.");
+                    throw new ConcurrentChangeException(subjectId);
             }
         }
     }

@@ -67,6 +67,7 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
         TotalCeilingException => Code.ResourceExhausted,
         TooManyHoldsException => Code.ResourceExhausted,
         RequestIdConflictException => Code.AlreadyExists,
+        ConcurrentChangeException => Code.Aborted,
         NotInPlanException => Code.PermissionDenied,
         IdempotencyConflictException => Code.AlreadyExists,
         StoreUnavailableException => Code.Unavailable,

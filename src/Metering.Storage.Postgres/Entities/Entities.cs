@@ -237,14 +237,21 @@ public sealed class HoldLineRow
 }
 
 /// <summary>
-/// A counter (or, without a usage type, a subscription) changed by a committed transaction, written in that
-/// transaction: the cache is brought up to date from it even when the instance that committed dies before it could.
+/// Something a committed transaction changed that the shared cache must follow, written in that transaction: the
+/// cache is brought up to date from it even when the instance that committed dies before it could.
 /// </summary>
 public sealed class CounterOutboxRow
 {
+    public const string CounterKind = "counter";
+    public const string SubscriptionKind = "subscription";
+    public const string CatalogKind = "catalog";
+
     public long Id { get; set; }
 
-    public required string SubjectId { get; set; }
+    /// <summary>"counter" (subject, usage type, period), "subscription" (subject) or "catalog".</summary>
+    public required string Kind { get; set; }
+
+    public string? SubjectId { get; set; }
 
     public string? UsageType { get; set; }
 

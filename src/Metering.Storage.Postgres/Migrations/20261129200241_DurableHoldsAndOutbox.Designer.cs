@@ -12,7 +12,7 @@ using Npgsql.EntityFrameworkCore.PostgreSQL.Metadata;
 namespace Metering.Storage.Postgres.Migrations
 {
     [DbContext(typeof(MeteringDbContext))]
-    [Migration("20261129194925_DurableHoldsAndOutbox")]
+    [Migration("20261129200241_DurableHoldsAndOutbox")]
     partial class DurableHoldsAndOutbox
     {
         /// <inheritdoc />
@@ -103,12 +103,17 @@ namespace Metering.Storage.Postgres.Migrations
                         .HasColumnName("created_at")
                         .HasDefaultValueSql("now()");
 
+                    b.Property<string>("Kind")
+                        .IsRequired()
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)")
+                        .HasColumnName("kind");
+
                     b.Property<DateTime?>("PeriodStart")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("period_start");
 
                     b.Property<string>("SubjectId")
-                        .IsRequired()
                         .HasMaxLength(128)
                         .HasColumnType("character varying(128)")
                         .HasColumnName("subject_id");

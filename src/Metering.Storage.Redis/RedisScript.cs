@@ -52,4 +52,5 @@ internal static class Scripts
     public static readonly RedisScript Apply = RedisScript.Load("apply");
     public static readonly RedisScript Fence = RedisScript.Load("fence");
     public static readonly RedisScript PutIfNewer = RedisScript.Load("put_if_newer");
+    public static readonly RedisScript GetCurrent = RedisScript.Load("get_current");
 }

@@ -11,6 +11,6 @@ public sealed record MeteringSettings
     /// <summary>How long a CheckLimit hold lasts when the request names no TTL.</summary>
     public Duration DefaultReservationTtl { get; init; } = Duration.FromHours(2);
 
-    /// <summary>How long the short hold that gates an enforced TrackUsage lasts if the call dies half-way.</summary>
-    public Duration EnforceHoldTtl { get; init; } = Duration.FromMinutes(1);
+    /// <summary>The most live holds one subject may have; a reserve over it is refused (TOO_MANY_HOLDS).</summary>
+    public int MaxLiveHoldsPerSubject { get; init; } = 100;
 }

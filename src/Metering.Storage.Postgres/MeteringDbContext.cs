@@ -31,6 +31,12 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
 
     public DbSet<UsageTotalRow> UsageTotals => Set<UsageTotalRow>();
 
+    public DbSet<HoldRow> Holds => Set<HoldRow>();
+
+    public DbSet<HoldLineRow> HoldLines => Set<HoldLineRow>();
+
+    public DbSet<CounterOutboxRow> CounterOutbox => Set<CounterOutboxRow>();
+
     protected override void OnModelCreating(ModelBuilder modelBuilder)
     {
         modelBuilder.HasSequence<long>(TotalVersionSequence);
@@ -42,6 +48,7 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
             e.Property(x => x.Name).HasColumnName("name").HasMaxLength(64);
             e.Property(x => x.Unit).HasColumnName("unit").HasMaxLength(32);
             e.Property(x => x.ResetPeriod).HasColumnName("reset_period").HasMaxLength(8);
+            e.Property(x => x.DegradedPolicy).HasColumnName("degraded_policy").HasMaxLength(8).HasDefaultValue("ledger");
         });
 
         modelBuilder.Entity<PlanRow>(e =>
@@ -170,7 +177,49 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
             e.Property(x => x.PeriodStart).HasColumnName("period_start");
             e.Property(x => x.PeriodEnd).HasColumnName("period_end");
             e.Property(x => x.Total).HasColumnName("total");
+            e.Property(x => x.Held).HasColumnName("held").HasDefaultValue(0L);
             e.Property(x => x.Version).HasColumnName("version");
+        });
+
+        modelBuilder.Entity<HoldRow>(e =>
+        {
+            e.ToTable("holds");
+            e.HasKey(x => new { x.SubjectId, x.ReservationId });
+            e.Property(x => x.SubjectId).HasColumnName("subject_id").HasMaxLength(128);
+            e.Property(x => x.ReservationId).HasColumnName("reservation_id").HasMaxLength(64);
+            e.Property(x => x.RequestId).HasColumnName("request_id").HasMaxLength(256);
+            e.Property(x => x.PlacedAt).HasColumnName("placed_at");
+            e.Property(x => x.ExpiresAt).HasColumnName("expires_at");
+            e.Property(x => x.EndedAt).HasColumnName("ended_at");
+            e.Property(x => x.EndReason).HasColumnName("end_reason").HasMaxLength(16);
+            e.HasIndex(x => new { x.SubjectId, x.RequestId }).IsUnique().HasFilter("request_id IS NOT NULL");
+            e.HasIndex(x => x.ExpiresAt).HasFilter("ended_at IS NULL").HasDatabaseName("IX_holds_live_expires_at");
+            e.HasMany(x => x.Lines).WithOne().HasForeignKey(x => new { x.SubjectId, x.ReservationId }).OnDelete(DeleteBehavior.Cascade);
+        });
+
+        modelBuilder.Entity<HoldLineRow>(e =>
+        {
+            e.ToTable("hold_lines");
+            e.HasKey(x => new { x.SubjectId, x.ReservationId, x.UsageType });
+            e.Property(x => x.SubjectId).HasColumnName("subject_id").HasMaxLength(128);
+            e.Property(x => x.ReservationId).HasColumnName("reservation_id").HasMaxLength(64);
+            e.Property(x => x.UsageType).HasColumnName("usage_type");
+            e.Property(x => x.PeriodStart).HasColumnName("period_start");
+            e.Property(x => x.PeriodEnd).HasColumnName("period_end");
+            e.Property(x => x.Amount).HasColumnName("amount");
+            e.HasIndex(x => new { x.SubjectId, x.UsageType });
+        });
+
+        modelBuilder.Entity<CounterOutboxRow>(e =>
+        {
+            e.ToTable("counter_outbox");
+            e.HasKey(x => x.Id);
+            e.Property(x => x.Id).HasColumnName("id").UseIdentityAlwaysColumn();
+            e.Property(x => x.Kind).HasColumnName("kind").HasMaxLength(16);
+            e.Property(x => x.SubjectId).HasColumnName("subject_id").HasMaxLength(128);
+            e.Property(x => x.UsageType).HasColumnName("usage_type");
+            e.Property(x => x.PeriodStart).HasColumnName("period_start");
+            e.Property(x => x.CreatedAt).HasColumnName("created_at").HasDefaultValueSql("now()");
         });
     }
 }

@@ -114,12 +114,19 @@ public sealed class PostgresCatalogStore(IDbContextFactory<MeteringDbContext> co
                 var row = await db.UsageTypes.SingleOrDefaultAsync(u => u.Name == usageType.Name, t);
                 if (row is null)
                 {
-                    db.UsageTypes.Add(new UsageTypeRow { Name = usageType.Name, Unit = usageType.Unit, ResetPeriod = Format(usageType.ResetPeriod) });
+                    db.UsageTypes.Add(new UsageTypeRow
+                    {
+                        Name = usageType.Name,
+                        Unit = usageType.Unit,
+                        ResetPeriod = Format(usageType.ResetPeriod),
+                        DegradedPolicy = Format(usageType.DegradedPolicy),
+                    });
                 }
                 else
                 {
                     row.Unit = usageType.Unit;
                     row.ResetPeriod = Format(usageType.ResetPeriod);
+                    row.DegradedPolicy = Format(usageType.DegradedPolicy);
                 }
 
                 await db.SaveChangesAsync(t);
@@ -141,6 +148,9 @@ public sealed class PostgresCatalogStore(IDbContextFactory<MeteringDbContext> co
             .SqlQuery<long>($"UPDATE catalog_state SET version = version + 1 WHERE id = 1 RETURNING version AS \"Value\"")
             .ToListAsync(cancellationToken))[0];
         await apply(db, version, cancellationToken);
+
+        // The shared version follows the change even if the caller never hears back (see counter_outbox).
+        db.CounterOutbox.Add(new CounterOutboxRow { Kind = CounterOutboxRow.CatalogKind });
         db.CatalogChanges.Add(new CatalogChangeRow
         {
             Version = version,
@@ -165,7 +175,7 @@ public sealed class PostgresCatalogStore(IDbContextFactory<MeteringDbContext> co
         var plans = await db.Plans.AsNoTracking().Include(p => p.Limits).ToListAsync(cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         var catalog = new PlanCatalog(
-            usageTypes.Select(t => new UsageType(t.Name, t.Unit, ParseResetPeriod(t.ResetPeriod))),
+            usageTypes.Select(t => new UsageType(t.Name, t.Unit, ParseResetPeriod(t.ResetPeriod), ParseDegradedPolicy(t.DegradedPolicy))),
             plans.Select(p => new Plan(p.Id, p.DisplayName, p.Rank, p.Limits.ToDictionary(l => l.UsageType, l => l.Limit, StringComparer.Ordinal), p.Version)),
             state.Version);
         return new StoredCatalog(state.CatalogId.ToString("N"), catalog);
@@ -187,7 +197,18 @@ public sealed class PostgresCatalogStore(IDbContextFactory<MeteringDbContext> co
     {
         unit = usageType.Unit,
         reset_period = Format(usageType.ResetPeriod),
+        degraded_policy = Format(usageType.DegradedPolicy),
     });
+
+    private static string Format(DegradedPolicy policy) => policy.ToString().ToLowerInvariant();
+
+    private static DegradedPolicy ParseDegradedPolicy(string value) => value switch
+    {
+        "ledger" => DegradedPolicy.Ledger,
+        "allow" => DegradedPolicy.Allow,
+        "deny" => DegradedPolicy.Deny,
+        _ => throw new InvalidOperationException($"Unknown degraded policy '{value}' in the catalog."),
+    };
 
     private static string Format(ResetPeriod period) => period == ResetPeriod.Day ? "day" : "month";
 

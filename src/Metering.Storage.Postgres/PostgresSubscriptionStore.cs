@@ -115,19 +115,22 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
             throw new Core.Errors.InvalidRequestException([new Core.Errors.FieldViolation("plan_id", $"unknown plan '{planId}'")]);
         }
 
-        long? fence = null;
         if (calendarChanged)
         {
             // Period bounds moved: drop the recent totals; they are rebuilt from the events under the new calendar,
-            // each with a version above the fence drawn here.
+            // each with a version above the fence drawn below.
             var cutoff = (now - LateEventWindow).ToDateTimeUtc();
             await db.UsageTotals
                 .Where(t => t.SubjectId == subjectId && t.PeriodEnd > cutoff)
                 .ExecuteDeleteAsync(cancellationToken);
-            fence = (await db.Database
-                .SqlQuery<long>($"SELECT nextval('usage_total_versions') AS \"Value\"")
-                .ToListAsync(cancellationToken))[0];
         }
+
+        // Drawn on every save, not only on a calendar change: a retry after a fence that failed to reach the cache
+        // sees an unchanged calendar, and must still fence.
+        var fence = (await db.Database
+            .SqlQuery<long>($"SELECT nextval('usage_total_versions') AS \"Value\"")
+            .ToListAsync(cancellationToken))[0];
+        await db.Database.ExecuteSqlAsync($"INSERT INTO counter_outbox (kind, subject_id) VALUES ('subscription', {subjectId})", cancellationToken);
 
         await transaction.CommitAsync(cancellationToken);
         return new SubscriptionChange(ToDomain(row), fence);

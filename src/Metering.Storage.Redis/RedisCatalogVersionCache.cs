@@ -12,8 +12,8 @@ public sealed class RedisCatalogVersionCache(IConnectionMultiplexer redis, Redis
 {
     public async Task<long?> GetAsync(string catalogId, CancellationToken cancellationToken)
     {
-        var value = await guard.RunAsync(() => redis.GetDatabase().HashGetAsync(RedisKeys.CatalogVersion(catalogId), "v"), cancellationToken);
-        return value.IsNull ? null : (long)value;
+        var map = await guard.RunAsync(() => RedisSubscriptionCache.GetCurrentAsync(redis.GetDatabase(), RedisKeys.CatalogVersion(catalogId)), cancellationToken);
+        return map is not null && map.TryGetValue("v", out var value) ? (long)value : null;
     }
 
     public async Task PutAsync(string catalogId, long version, CancellationToken cancellationToken) =>

@@ -10,8 +10,6 @@ namespace Metering.Storage.Redis;
 /// </summary>
 internal static class RedisKeys
 {
-    public static RedisKey Holds(string subjectId) => $"mtr:{{{subjectId}}}:holds";
-
     public static RedisKey Subscription(string subjectId) => $"mtr:{{{subjectId}}}:sub";
 
     /// <summary>The catalog version of one ledger database (its catalog id), shared by every instance on it.</summary>
@@ -19,7 +17,7 @@ internal static class RedisKeys
 
     public static RedisKey Counter(CounterKey key) => $"mtr:{{{key.SubjectId}}}:c:{key.UsageType}:{Period(key)}";
 
-    /// <summary>The period as holds name it: its start in Unix seconds.</summary>
-    public static string Period(CounterKey key) =>
+    /// <summary>The period as counter keys name it: its start in Unix seconds.</summary>
+    private static string Period(CounterKey key) =>
         key.Period.Start.ToUnixTimeSeconds().ToString(CultureInfo.InvariantCulture);
 }

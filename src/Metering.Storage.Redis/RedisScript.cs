@@ -50,6 +50,7 @@ internal static class Scripts
 {
     public static readonly RedisScript Check = RedisScript.Load("check");
     public static readonly RedisScript Apply = RedisScript.Load("apply");
-    public static readonly RedisScript Release = RedisScript.Load("release");
+    public static readonly RedisScript Fence = RedisScript.Load("fence");
     public static readonly RedisScript PutIfNewer = RedisScript.Load("put_if_newer");
+    public static readonly RedisScript GetCurrent = RedisScript.Load("get_current");
 }

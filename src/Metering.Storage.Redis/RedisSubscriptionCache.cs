@@ -11,13 +11,12 @@ public sealed class RedisSubscriptionCache(IConnectionMultiplexer redis, RedisGu
 {
     public async Task<Subscription?> GetAsync(string subjectId, CancellationToken cancellationToken)
     {
-        var fields = await guard.RunAsync(() => redis.GetDatabase().HashGetAllAsync(RedisKeys.Subscription(subjectId)), cancellationToken);
-        if (fields.Length == 0)
+        var map = await guard.RunAsync(() => GetCurrentAsync(redis.GetDatabase(), RedisKeys.Subscription(subjectId)), cancellationToken);
+        if (map is null)
         {
             return null;
         }
 
-        var map = fields.ToDictionary(f => f.Name.ToString(), f => f.Value, StringComparer.Ordinal);
         return new Subscription(
             subjectId,
             map["plan"].ToString(),
@@ -25,6 +24,24 @@ public sealed class RedisSubscriptionCache(IConnectionMultiplexer redis, RedisGu
             map["tz"].ToString(),
             Instant.FromUnixTimeTicks((long)map["updated"]),
             (long)map["v"]);
+    }
+
+    /// <summary>A cached record of this server's life (see get_current.lua), or null.</summary>
+    internal static async Task<Dictionary<string, RedisValue>?> GetCurrentAsync(IDatabase database, RedisKey key)
+    {
+        var result = (RedisResult[])(await Scripts.GetCurrent.EvaluateAsync(database, [key], []))!;
+        if (result.Length == 0)
+        {
+            return null;
+        }
+
+        var map = new Dictionary<string, RedisValue>(result.Length / 2, StringComparer.Ordinal);
+        for (var i = 0; i + 1 < result.Length; i += 2)
+        {
+            map[(string)result[i]!] = (RedisValue)result[i + 1];
+        }
+
+        return map;
     }
 
     public async Task PutAsync(Subscription subscription, CancellationToken cancellationToken)

@@ -62,7 +62,8 @@ public sealed class CounterConsistencyTests : ServiceTest
     {
         var subject = await SubscribeAsync("starter");
         await TrackAsync(subject, Minutes, 10);
-        var key = (await CounterKeysAsync(subject)).Single();
+        await LedgerProbe.OutboxDrainedAsync(Host, subject);
+        var key = (await CounterKeysAsync(subject, Minutes)).Single();
         await Host.Redis.HashSetAsync(key, [new HashEntry("t", 999), new HashEntry("v", 0)]);
 
         var response = await TrackAsync(subject, Minutes, 5);
@@ -104,7 +105,7 @@ public sealed class CounterConsistencyTests : ServiceTest
     {
         var subject = await SubscribeAsync("pro");
         await TrackAsync(subject, Minutes, 7);
-        var key = (await CounterKeysAsync(subject)).Single();
+        var key = (await CounterKeysAsync(subject, Minutes)).Single();
         var fresh = await Host.Redis.HashGetAllAsync(key);
         var version = (long)fresh.Single(e => e.Name == "v").Value;
 
@@ -114,8 +115,8 @@ public sealed class CounterConsistencyTests : ServiceTest
             Instant.FromDateTimeOffset(status.ResetsAt.ToDateTimeOffset()));
 
         // A rebuild that read the ledger before the write above lands late, with an older version.
-        var stale = new CounterValue(new CounterKey(subject, Minutes, period), Total: 0, Version: version - 1);
-        await Host.Services.GetRequiredService<ICounterStore>().ApplyAsync(subject, [stale], [], CancellationToken.None);
+        var stale = new CounterValue(new CounterKey(subject, Minutes, period), Total: 0, Held: 0, Version: version - 1);
+        await Host.Services.GetRequiredService<ICounterStore>().ApplyAsync([stale], CancellationToken.None);
 
         Assert.That((await RemainingAsync(subject, Minutes)).Used, Is.EqualTo(7));
     }
@@ -126,11 +127,11 @@ public sealed class CounterConsistencyTests : ServiceTest
         return keys.Length == 0 ? 0 : await Host.Redis.KeyDeleteAsync(keys);
     }
 
-    private async Task<RedisKey[]> CounterKeysAsync(string subject)
+    private async Task<RedisKey[]> CounterKeysAsync(string subject, string usageType = "*")
     {
         var server = Host.Services.GetRequiredService<IConnectionMultiplexer>().GetServers().Single();
         var keys = new List<RedisKey>();
-        await foreach (var key in server.KeysAsync(pattern: $"mtr:{{{subject}}}:c:*"))
+        await foreach (var key in server.KeysAsync(pattern: $"mtr:{{{subject}}}:c:{usageType}:*"))
         {
             keys.Add(key);
         }

@@ -222,8 +222,10 @@ public sealed class ExplainUsageTests : ServiceTest
     private async Task<ExplainUsageResponse> ExplainAsync(string subject, string usageType) =>
         await Admin.ExplainUsageAsync(new ExplainUsageRequest { SubjectId = subject, UsageType = usageType });
 
+    /// <summary>The counter's key, once the outbox has nothing left to write to it (so that tampering sticks).</summary>
     private async Task<RedisKey> CounterKeyAsync(string subject, string usageType)
     {
+        await LedgerProbe.OutboxDrainedAsync(Host, subject);
         var start = (await RemainingAsync(subject, usageType)).PeriodStart.ToDateTimeOffset().ToUnixTimeSeconds();
         return $"mtr:{{{subject}}}:c:{usageType}:{start}";
     }

@@ -112,7 +112,7 @@ public sealed partial class CatalogDirectory(
         return version;
     }
 
-    /// <summary>Creates a usage type or changes its unit; its reset period is fixed once created.</summary>
+    /// <summary>Creates a usage type or changes its unit and degraded policy; its reset period is fixed once created.</summary>
     public async Task<(UsageType UsageType, long Version)> UpsertUsageTypeAsync(UpsertUsageTypeCommand command, CancellationToken cancellationToken)
     {
         var catalog = await RefreshAsync(cancellationToken);
@@ -130,11 +130,17 @@ public sealed partial class CatalogDirectory(
         }
 
         validator.ThrowIfInvalid();
-        var usageType = new UsageType(command.Name!, command.Unit, command.ResetPeriod!.Value);
+        var policy = command.DegradedPolicy
+            ?? (catalog.TryGetUsageType(command.Name!, out var current) ? current.DegradedPolicy : DegradedPolicy.Ledger);
+        var usageType = new UsageType(command.Name!, command.Unit, command.ResetPeriod!.Value, policy);
         var version = await store.SaveUsageTypeAsync(usageType, Now(), cancellationToken);
         var updated = await PublishAsync(version, cancellationToken);
         return (updated.GetUsageType(usageType.Name), version);
     }
+
+    /// <summary>Shares the stored catalog version with every instance; fails when the shared cache does (the outbox drain retries).</summary>
+    public async Task RepublishAsync(CancellationToken cancellationToken) =>
+        await cache.PutAsync(Stored.CatalogId, await store.GetVersionAsync(cancellationToken), cancellationToken);
 
     public void Dispose() => _reload.Dispose();
 

@@ -106,6 +106,12 @@ public sealed class IdempotencyConflictException(string idempotencyKey)
 public sealed class StoreUnavailableException(string store, Exception inner)
     : MeteringException($"The {store} store is unavailable: {inner.Message}", inner)
 {
+    /// <summary>The name of the counter store (Redis).</summary>
+    public const string Counter = "counter";
+
+    /// <summary>The name of the ledger (PostgreSQL).</summary>
+    public const string Ledger = "ledger";
+
     public string Store { get; } = store;
 
     public override string Reason => "STORE_UNAVAILABLE";
@@ -152,4 +158,41 @@ public sealed class PreconditionFailedException(string reason, string message, I
     public override string Reason { get; } = reason;
 
     public override IReadOnlyDictionary<string, string> Metadata { get; } = metadata;
+}
+
+/// <summary>The subject already has the most live holds allowed; nothing was held. Settle or release one first.</summary>
+public sealed class TooManyHoldsException(int live, int max)
+    : MeteringException($"The subject has {live.ToString(System.Globalization.CultureInfo.InvariantCulture)} live holds, the most allowed is {max.ToString(System.Globalization.CultureInfo.InvariantCulture)}; settle or release one first.")
+{
+    public override string Reason => "TOO_MANY_HOLDS";
+
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>
+    {
+        ["live_holds"] = live.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["max_live_holds"] = max.ToString(System.Globalization.CultureInfo.InvariantCulture),
+    };
+}
+
+/// <summary>A CheckLimit request id was used before for other amounts; nothing was held.</summary>
+public sealed class RequestIdConflictException(string requestId)
+    : MeteringException($"Request id '{requestId}' was already used for a reservation of other amounts.")
+{
+    public override string Reason => "REQUEST_ID_REUSED";
+
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>
+    {
+        ["request_id"] = requestId,
+    };
+}
+
+/// <summary>The subject's subscription kept changing while the call ran; nothing was recorded or held. Retry.</summary>
+public sealed class ConcurrentChangeException(string subjectId)
+    : MeteringException($"The subscription of '{subjectId}' kept changing while the call ran; nothing was recorded. Retry the call.")
+{
+    public override string Reason => "SUBSCRIPTION_CHANGING";
+
+    public override IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>
+    {
+        ["subject_id"] = subjectId,
+    };
 }

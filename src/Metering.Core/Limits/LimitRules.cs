@@ -3,15 +3,25 @@ using Metering.Core.Periods;
 namespace Metering.Core.Limits;
 
 /// <summary>
-/// The one place that decides whether an amount fits a limit.
-/// The Redis check-and-hold script applies the same inequality atomically
-/// (<c>limit &lt; 0 or used + reserved + amount &lt;= limit</c>); this class turns its numbers into a verdict.
+/// The one place that decides whether an amount fits a limit. The ledger calls it under the subject's lock to grant a
+/// hold or an enforced event; reads from the cache turn their numbers into a verdict with it.
 /// </summary>
 public static class LimitRules
 {
     /// <summary>Whether <paramref name="amount"/> more fits, given what is used and held.</summary>
     public static bool Fits(long limit, long used, long reserved, long amount) =>
         limit < 0 || (limit > 0 && used + reserved + amount <= limit);
+
+    /// <summary>
+    /// Whether <paramref name="amount"/> may be granted (held, or recorded enforced): it fits, and the period total stays
+    /// within <see cref="Validation.RequestValidator.MaxPeriodTotal"/>, whatever the limit.
+    /// </summary>
+    public static bool CanGrant(long limit, long used, long reserved, long amount) =>
+        Fits(limit, used, reserved, amount) && !OverCeiling(used, reserved, amount);
+
+    /// <summary>Whether the period total (used plus held) would pass <see cref="Validation.RequestValidator.MaxPeriodTotal"/>.</summary>
+    public static bool OverCeiling(long used, long reserved, long amount) =>
+        used + reserved + amount > Validation.RequestValidator.MaxPeriodTotal;
 
     /// <summary>The verdict on <paramref name="amount"/>.</summary>
     public static Decision Decide(long limit, long used, long reserved, long amount) => limit switch

@@ -1,22 +1,19 @@
 using Metering.Core.Usage;
-using NodaTime;
 
 namespace Metering.Core.Ports;
 
 /// <summary>
-/// The hot-path counters (Redis): a cache of ledger totals plus the live holds, which exist only here.
-/// Every method is atomic per subject.
+/// The hot-path counters (Redis): a cache of ledger values (total and held per counter, with their version). Nothing
+/// here is the only copy of anything: a missing or doubtful counter is rebuilt from the ledger. Every method is atomic
+/// per subject.
 /// </summary>
 public interface ICounterStore
 {
-    /// <summary>Reads every line and, if asked and every line fits, holds them all; or names the counters it lacks.</summary>
+    /// <summary>Reads every line's counter, or names the counters it lacks (or has from another server's life).</summary>
     Task<CounterCheckResult> CheckAsync(CounterCheck check, CancellationToken cancellationToken);
 
-    /// <summary>Stores ledger values that are newer than the cached ones and releases the named holds, in one step.</summary>
-    Task ApplyAsync(string subjectId, IReadOnlyList<CounterValue> values, IReadOnlyList<string> releaseReservations, CancellationToken cancellationToken);
-
-    /// <summary>Releases a live hold; false when it is unknown, expired or already settled.</summary>
-    Task<bool> ReleaseAsync(string subjectId, string reservationId, Instant now, CancellationToken cancellationToken);
+    /// <summary>Stores ledger values that are newer than the cached ones.</summary>
+    Task ApplyAsync(IReadOnlyList<CounterValue> values, CancellationToken cancellationToken);
 
     /// <summary>
     /// Empties cached counters so that the next read rebuilds them from the ledger, and keeps <paramref name="fence"/>
@@ -24,8 +21,8 @@ public interface ICounterStore
     /// </summary>
     Task FenceAsync(IReadOnlyList<CounterKey> keys, long fence, CancellationToken cancellationToken);
 
-    /// <summary>Reads one counter and the live holds in its period, changing nothing.</summary>
-    Task<CounterSnapshot> InspectAsync(CounterKey key, Instant now, CancellationToken cancellationToken);
+    /// <summary>Reads one cached counter, changing nothing.</summary>
+    Task<CounterSnapshot> InspectAsync(CounterKey key, CancellationToken cancellationToken);
 
     /// <summary>
     /// Drops cached counters so that the next read rebuilds them from the ledger: the same as an eviction, for a counter

@@ -11,15 +11,16 @@ public interface ISubscriptionStore
     Task<Subscription> GetOrEnrollAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken);
 
     /// <summary>
-    /// Stores the subscription with a higher version. When the calendar changes, the totals of recent periods
-    /// are dropped in the same transaction so that they are rebuilt from the events under the new calendar,
-    /// and a counter version is drawn that every rebuilt total will exceed.
+    /// Stores the subscription with a higher version and queues it for the cache in the same transaction (so every
+    /// instance sees it even if the caller never hears back). When the calendar changes, the totals of recent periods
+    /// are dropped in the same transaction so that they are rebuilt from the events under the new calendar. Every save
+    /// draws a counter version that every total written after it will exceed.
     /// </summary>
     Task<SubscriptionChange> SaveAsync(string subjectId, string planId, BillingCalendar calendar, Instant now, CancellationToken cancellationToken);
 }
 
-/// <summary>The stored subscription and, when its calendar changed, the counter version that fences off older totals.</summary>
-public sealed record SubscriptionChange(Subscription Subscription, long? CounterFence);
+/// <summary>The stored subscription and the counter version that fences off totals computed before it.</summary>
+public sealed record SubscriptionChange(Subscription Subscription, long CounterFence);
 
 /// <summary>A cache of subscriptions (Redis), shared by every instance. Keeps the highest version it is given.</summary>
 public interface ISubscriptionCache

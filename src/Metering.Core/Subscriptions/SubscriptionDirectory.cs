@@ -84,18 +84,23 @@ public sealed partial class SubscriptionDirectory(
 
         var now = time.GetUtcNow().ToInstant();
         var change = await store.SaveAsync(command.SubjectId, command.PlanId, new BillingCalendar(timeZone, anchorDay), now, cancellationToken);
-        await PutInCacheAsync(change.Subscription, cancellationToken);
-        if (change.CounterFence is { } fence)
-        {
-            var calendar = change.Subscription.Calendar;
-            var keys = catalog.Current.UsageTypes
-                .Select(t => new CounterKey(command.SubjectId, t.Name, calendar.PeriodContaining(t.ResetPeriod, now)))
-                .ToList();
-            await counters.FenceAsync(keys, fence, cancellationToken);
-        }
 
+        // Answered OK only once every instance will decide with the change: the shared cache has it and the cached
+        // counters are fenced. If the cache cannot be written the call fails (UNAVAILABLE) and the retry writes it;
+        // instances that cannot reach the cache read the store of record, and the outbox entry written with the
+        // change brings the cache up to date as soon as it is back.
+        await cache.PutAsync(change.Subscription, cancellationToken);
+        var calendar = change.Subscription.Calendar;
+        var keys = catalog.Current.UsageTypes
+            .Select(t => new CounterKey(command.SubjectId, t.Name, calendar.PeriodContaining(t.ResetPeriod, now)))
+            .ToList();
+        await counters.FenceAsync(keys, change.CounterFence, cancellationToken);
         return change.Subscription;
     }
+
+    /// <summary>Puts the subscription of record into the shared cache; fails when the cache does (the outbox drain retries).</summary>
+    public async Task RefreshCacheAsync(string subjectId, CancellationToken cancellationToken) =>
+        await cache.PutAsync(await LoadAsync(subjectId, cancellationToken), cancellationToken);
 
     private Task<Subscription> LoadAsync(string subjectId, CancellationToken cancellationToken) =>
         store.GetOrEnrollAsync(subjectId, settings.DefaultPlanId, time.GetUtcNow().ToInstant(), cancellationToken);

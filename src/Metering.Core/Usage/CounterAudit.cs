@@ -19,11 +19,8 @@ public enum CacheState
     Missing = 3,
 }
 
-/// <summary>A live hold on one counter.</summary>
-public sealed record HoldInfo(string ReservationId, long Amount, Instant ExpiresAt);
-
-/// <summary>What the counter store holds for one counter: the cached value, if any, and the live holds in its period.</summary>
-public sealed record CounterSnapshot(long? Total, long? Version, IReadOnlyList<HoldInfo> Holds);
+/// <summary>What the counter store holds for one counter: the cached total and held amount, if any, and their version.</summary>
+public sealed record CounterSnapshot(long? Total, long? Held, long? Version);
 
 /// <summary>
 /// What the ledger holds for one counter: the sum of the events in its period (the truth), their number, and the
@@ -42,6 +39,7 @@ public sealed record UsageExplanation(
     LocalDateTime PeriodEndLocal,
     LedgerSnapshot Ledger,
     CounterSnapshot Counter,
+    IReadOnlyList<HoldInfo> Holds,
     CacheState CacheState,
     LimitStatus StatusFromLedger);
 

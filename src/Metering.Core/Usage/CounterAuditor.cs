@@ -31,10 +31,11 @@ public sealed class CounterAuditor(
         var type = current.GetUsageType(usageType);
         var key = new CounterKey(subjectId, usageType, subject.Subscription.Calendar.PeriodContaining(type.ResetPeriod, now));
         var ledgerSnapshot = await ledger.InspectAsync(key, cancellationToken);
-        var counterSnapshot = await counters.InspectAsync(key, now, cancellationToken);
+        var holds = await ledger.ListLiveHoldsAsync(key, cancellationToken);
+        var counterSnapshot = await counters.InspectAsync(key, cancellationToken);
         var zone = TimeZones.Get(subject.Subscription.TimeZone);
         var limit = subject.Plan.LimitFor(usageType);
-        var held = counterSnapshot.Holds.Sum(h => h.Amount);
+        var held = holds.Sum(h => h.Amount);
         return new UsageExplanation(
             subject.Subscription,
             subject.Plan,
@@ -45,6 +46,7 @@ public sealed class CounterAuditor(
             key.Period.End.InZone(zone).LocalDateTime,
             ledgerSnapshot,
             counterSnapshot,
+            holds,
             CounterAudit.Compare(ledgerSnapshot.EventTotal, counterSnapshot.Total),
             LimitRules.Evaluate(usageType, limit, ledgerSnapshot.EventTotal, held, 1, key.Period));
     }
@@ -71,7 +73,7 @@ public sealed class CounterAuditor(
             {
                 checkedCounters++;
                 var key = new CounterKey(subjectIdToCheck, type.Name, subject.Subscription.Calendar.PeriodContaining(type.ResetPeriod, now));
-                if (await RepairAsync(key, now, cancellationToken) is { } repair)
+                if (await RepairAsync(key, cancellationToken) is { } repair)
                 {
                     repairs.Add(repair);
                 }
@@ -81,10 +83,10 @@ public sealed class CounterAuditor(
         return new ReconcileResult(subjects.Count, checkedCounters, repairs);
     }
 
-    private async Task<CounterRepair?> RepairAsync(CounterKey key, Instant now, CancellationToken cancellationToken)
+    private async Task<CounterRepair?> RepairAsync(CounterKey key, CancellationToken cancellationToken)
     {
         var ledgerBefore = await ledger.InspectAsync(key, cancellationToken);
-        var counterBefore = await counters.InspectAsync(key, now, cancellationToken);
+        var counterBefore = await counters.InspectAsync(key, cancellationToken);
         if (!CounterAudit.NeedsRepair(ledgerBefore, counterBefore))
         {
             return null;
@@ -92,8 +94,8 @@ public sealed class CounterAuditor(
 
         // A fresh version from the ledger, applied like every write: the cache takes it unless it is newer still.
         var (value, rowFixed) = await ledger.ReconcileAsync(key, cancellationToken);
-        await counters.ApplyAsync(key.SubjectId, [value], [], cancellationToken);
-        var counterAfter = await counters.InspectAsync(key, now, cancellationToken);
+        await counters.ApplyAsync([value], cancellationToken);
+        var counterAfter = await counters.InspectAsync(key, cancellationToken);
         var evicted = false;
         if (counterAfter.Version > value.Version)
         {

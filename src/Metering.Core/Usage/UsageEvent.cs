@@ -22,6 +22,9 @@ public enum UsageEventKind
 /// <summary>
 /// A usage event as the ledger records it. <see cref="Calendar"/> is the calendar its periods were computed with;
 /// the ledger refuses the event if the subscription's calendar changed meanwhile. <see cref="RecordedBy"/> names the caller.
+/// <see cref="ReservationId"/> names the hold it settles: all of it when <see cref="FinalSettle"/>, else only the amounts
+/// recorded (the rest stays held). <see cref="EnforcedLimits"/>, when set (one limit per line), makes the event all or
+/// nothing: the ledger records it only if every line fits under the subject's lock.
 /// </summary>
 public sealed record UsageEvent(
     string SubjectId,
@@ -35,14 +38,19 @@ public sealed record UsageEvent(
     IReadOnlyDictionary<string, string> Attributes,
     string RecordedBy,
     UsageEventKind Kind = UsageEventKind.Usage,
-    string? Reason = null);
+    string? Reason = null,
+    bool FinalSettle = true,
+    IReadOnlyList<long>? EnforcedLimits = null);
 
 /// <summary>What the ledger did with an event.</summary>
 public abstract record RecordOutcome
 {
-    /// <summary>Committed; the new totals of every counter the event touched, and the lines as recorded
-    /// (a reset's amount is only known here).</summary>
-    public sealed record Recorded(IReadOnlyList<CounterValue> Totals, IReadOnlyList<UsageLine> Lines) : RecordOutcome;
+    /// <summary>Committed; the new values of every counter the event (and the hold it settled) changed, and the lines
+    /// as recorded (a reset's amount is only known here).</summary>
+    public sealed record Recorded(CounterChanges Changes, IReadOnlyList<UsageLine> Lines) : RecordOutcome;
+
+    /// <summary>Enforced, and a line did not fit: the used and held amounts of each line under the lock; nothing changed.</summary>
+    public sealed record Refused(IReadOnlyList<CounterReading> Readings) : RecordOutcome;
 
     /// <summary>The idempotency key was recorded before, with this payload fingerprint; nothing changed.</summary>
     public sealed record AlreadyRecorded(string Fingerprint) : RecordOutcome;

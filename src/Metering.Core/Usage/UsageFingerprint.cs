@@ -21,6 +21,12 @@ public static class UsageFingerprint
         text.Append("\noccurred_at\t").Append(command.OccurredAt?.ToUnixTimeTicks().ToString(CultureInfo.InvariantCulture));
         text.Append("\nreservation_id\t").Append(command.ReservationId);
         text.Append("\nenforce\t").Append(command.Enforce ? '1' : '0');
+        if (!command.Final)
+        {
+            // Only a partial settle says so: the fingerprints of every earlier payload stay as they were.
+            text.Append("\nfinal\t0");
+        }
+
         foreach (var (key, value) in command.Attributes.OrderBy(a => a.Key, StringComparer.Ordinal))
         {
             text.Append("\nattribute\t").Append(Framed(key)).Append('\t').Append(Framed(value));

@@ -4,28 +4,26 @@ using Metering.Core.Limits;
 using Metering.Core.Ports;
 using Metering.Core.Subscriptions;
 using Metering.Core.Validation;
-using Microsoft.Extensions.Logging;
 using NodaTime;
 
 namespace Metering.Core.Usage;
 
 /// <summary>
-/// The use cases of MeteringService. It validates, works out periods and limits, and drives the two stores:
-/// the ledger is written first and is the record; the counter store is a cache of ledger totals plus the holds.
+/// The use cases of MeteringService. It validates, works out periods and limits, and drives the stores: the ledger
+/// is the record and decides every grant (a hold, an enforced event) under the subject's lock; the counter cache
+/// answers the reads.
 /// </summary>
-public sealed partial class UsageMeter(
+public sealed class UsageMeter(
     SubscriptionDirectory subscriptions,
     IUsageLedger ledger,
-    ICounterStore counters,
+    CounterCache cache,
     ICatalogProvider catalog,
     MeteringSettings settings,
-    TimeProvider time,
-    ILogger<UsageMeter> logger)
+    TimeProvider time)
 {
-    private const int MaxCounterRebuilds = 3;
-    private const int MaxCalendarRetries = 3;
+    private const int MaxCalendarRetries = 8;
 
-    /// <summary>Whether every amount fits; with reserve, holds them all or none.</summary>
+    /// <summary>Whether every amount fits; with reserve, holds them all or none, durably.</summary>
     public async Task<CheckLimitResult> CheckLimitAsync(CheckLimitCommand command, CancellationToken cancellationToken)
     {
         var peeked = subscriptions.PeekAsync(command.SubjectId, cancellationToken); // travels with the catalog version read
@@ -33,33 +31,13 @@ public sealed partial class UsageMeter(
             .SubjectId("subject_id", command.SubjectId)
             .Usage("usage", command.Usage)
             .ReservationTtl("reservation_ttl", command.ReservationTtl)
+            .Token("request_id", command.RequestId, RequestValidator.MaxIdempotencyKeyLength, required: false)
             .ThrowIfInvalid();
 
         var subject = await subscriptions.ResolveAsync(command.SubjectId, peeked, cancellationToken);
-        var now = Now();
-        var lines = Lines(subject, command.Usage, now);
-        var hold = command.Reserve
-            ? new HoldSpec(NewId("rsv"), now + (command.ReservationTtl ?? settings.DefaultReservationTtl))
-            : null;
-
-        var result = await CheckCountersAsync(new CounterCheck(command.SubjectId, lines, now, hold), cancellationToken);
-        ThrowIfOverCeiling(lines, result);
-        var limits = Evaluate(lines, result.Readings);
-        var allowed = limits.All(l => l.Decision == Decision.Allowed);
-        if (result.Held)
-        {
-            // Report the state the caller leaves behind: its own hold counts as reserved.
-            limits = [.. limits.Select((status, i) => LimitRules.WithHold(status, lines[i].Amount))];
-        }
-
-        return new CheckLimitResult(
-            allowed,
-            limits,
-            subject.Plan.Id,
-            result.Held ? hold!.ReservationId : null,
-            result.Held ? hold!.ExpiresAt : null,
-            allowed ? [] : UpgradeOptions(subject, lines, result.Readings),
-            subject.Plan.Version);
+        return command.Reserve
+            ? await ReserveAsync(command, subject, cancellationToken)
+            : await CheckAsync(command, subject, cancellationToken);
     }
 
     /// <summary>Records usage once per idempotency key; answers only after the ledger has committed.</summary>
@@ -67,28 +45,28 @@ public sealed partial class UsageMeter(
     {
         var now = Now();
         var peeked = subscriptions.PeekAsync(command.SubjectId, cancellationToken); // travels with the catalog version read
-        new RequestValidator(await catalog.RefreshAsync(cancellationToken))
+        var validator = new RequestValidator(await catalog.RefreshAsync(cancellationToken))
             .SubjectId("subject_id", command.SubjectId)
             .Token("idempotency_key", command.IdempotencyKey, RequestValidator.MaxIdempotencyKeyLength)
             .Usage("usage", command.Usage)
-            .OccurredAt("occurred_at", command.OccurredAt, now)
             .Token("reservation_id", command.ReservationId, RequestValidator.MaxReservationIdLength, required: false)
-            .Attributes("attributes", command.Attributes)
-            .ThrowIfInvalid();
+            .Attributes("attributes", command.Attributes);
+        validator.ThrowIfInvalid();
 
         var fingerprint = UsageFingerprint.Compute(command);
         var subject = await subscriptions.ResolveAsync(command.SubjectId, peeked, cancellationToken);
         var known = await ledger.FindFingerprintAsync(command.SubjectId, command.IdempotencyKey, cancellationToken);
         if (known is not null)
         {
+            // A retry is recognised before its occurred_at is judged: it may arrive after the event has aged.
             return await DuplicateAsync(command, subject, known, fingerprint, cancellationToken);
         }
 
-        var occurredAt = command.OccurredAt ?? now;
+        validator.OccurredAt("occurred_at", command.OccurredAt, now).ThrowIfInvalid();
+        var occurredAt = command.OccurredAt ?? await SettledPeriodInstantAsync(command, cancellationToken) ?? now;
         for (var attempt = 1; ; attempt++)
         {
             var lines = Lines(subject, command.Usage, occurredAt);
-            var gate = command.Enforce ? await EnforceAsync(command, subject, lines, now, cancellationToken) : null;
             var usageEvent = new UsageEvent(
                 command.SubjectId,
                 command.IdempotencyKey,
@@ -99,87 +77,75 @@ public sealed partial class UsageMeter(
                 [.. lines.Select(l => new UsageLine(l.Key, l.Amount))],
                 command.ReservationId,
                 command.Attributes,
-                command.RecordedBy);
+                command.RecordedBy,
+                FinalSettle: command.Final,
+                EnforcedLimits: command.Enforce ? [.. lines.Select(l => l.Limit)] : null);
 
-            RecordOutcome outcome;
-            try
-            {
-                outcome = await ledger.RecordAsync(usageEvent, cancellationToken);
-            }
-            catch
-            {
-                await ReleaseQuietlyAsync(command.SubjectId, gate, cancellationToken);
-                throw;
-            }
-
-            switch (outcome)
+            switch (await ledger.RecordAsync(usageEvent, cancellationToken))
             {
                 case RecordOutcome.Recorded recorded:
-                    string[] releases = [.. new[] { command.ReservationId, gate }.OfType<string>().Where(id => id.Length > 0)];
-                    await ApplyQuietlyAsync(command.SubjectId, recorded.Totals, releases, cancellationToken);
-                    return new TrackUsageResult(false, await CurrentLimitsAsync(subject, command.Usage.Select(u => u.UsageType), cancellationToken));
+                    await cache.ApplyAsync(recorded.Changes);
+                    return new TrackUsageResult(false, (await CurrentLimitsAsync(subject, command.Usage.Select(u => u.UsageType), cancellationToken)).Limits);
 
                 case RecordOutcome.AlreadyRecorded already:
-                    await ReleaseQuietlyAsync(command.SubjectId, gate, cancellationToken);
                     return await DuplicateAsync(command, subject, already.Fingerprint, fingerprint, cancellationToken);
 
+                case RecordOutcome.Refused refused:
+                    throw Refusal(subject, lines, refused.Readings);
+
                 case RecordOutcome.TotalCeilingReached ceiling:
-                    await ReleaseQuietlyAsync(command.SubjectId, gate, cancellationToken);
                     throw new TotalCeilingException(ceiling.UsageType);
 
                 case RecordOutcome.CalendarChanged when attempt < MaxCalendarRetries:
-                    await ReleaseQuietlyAsync(command.SubjectId, gate, cancellationToken);
                     subject = await subscriptions.ResolveFreshAsync(command.SubjectId, cancellationToken);
                     break;
 
                 default:
-                    await ReleaseQuietlyAsync(command.SubjectId, gate, cancellationToken);
-                    throw new InvalidOperationException($"The subscription of '{command.SubjectId}' kept changing while usage was recorded.");
+                    throw new ConcurrentChangeException(command.SubjectId);
             }
         }
     }
 
     /// <summary>
     /// Records a signed correction as its own ledger event, through the same transaction, total upsert and
-    /// apply-if-newer path as TrackUsage; idempotent per key like TrackUsage. Limits do not apply to corrections,
+    /// cache path as TrackUsage; idempotent per key like TrackUsage. Limits do not apply to corrections,
     /// but a period total never goes below zero.
     /// </summary>
     public async Task<AdjustmentResult> AdjustUsageAsync(AdjustUsageCommand command, CancellationToken cancellationToken)
     {
         var now = Now();
-        new RequestValidator(await catalog.RefreshAsync(cancellationToken))
+        var validator = new RequestValidator(await catalog.RefreshAsync(cancellationToken))
             .SubjectId("subject_id", command.SubjectId)
             .UsageType("usage_type", command.UsageType)
             .AdjustmentAmount("amount", command.Amount)
             .Text("reason", command.Reason, RequestValidator.MaxReasonLength)
-            .Token("idempotency_key", command.IdempotencyKey, RequestValidator.MaxIdempotencyKeyLength)
-            .OccurredAt("occurred_at", command.OccurredAt, now)
-            .ThrowIfInvalid();
+            .Token("idempotency_key", command.IdempotencyKey, RequestValidator.MaxIdempotencyKeyLength);
+        validator.ThrowIfInvalid();
 
         var fingerprint = UsageFingerprint.Compute(UsageEventKind.Adjustment, command.UsageType, command.Amount, command.Reason, command.OccurredAt);
         return await RecordCorrectionAsync(
             command.SubjectId, command.UsageType, command.IdempotencyKey, fingerprint, UsageEventKind.Adjustment,
-            command.Amount, command.Reason, command.OccurredAt ?? now, now, command.RecordedBy, cancellationToken);
+            command.Amount, command.Reason, command.OccurredAt, now, command.RecordedBy, validator, cancellationToken);
     }
 
     /// <summary>
     /// Zeroes the current period of one usage type as a recorded adjustment of minus its total (never by deleting
-    /// events); the ledger works the amount out under the total's row lock, so usage racing it is never lost.
+    /// events); the ledger works the amount out under the subject's lock, so usage racing it is never lost.
     /// </summary>
     public async Task<AdjustmentResult> ResetUsageAsync(ResetUsageCommand command, CancellationToken cancellationToken)
     {
         var now = Now();
-        new RequestValidator(await catalog.RefreshAsync(cancellationToken))
+        var validator = new RequestValidator(await catalog.RefreshAsync(cancellationToken))
             .SubjectId("subject_id", command.SubjectId)
             .UsageType("usage_type", command.UsageType)
             .Text("reason", command.Reason, RequestValidator.MaxReasonLength)
-            .Token("idempotency_key", command.IdempotencyKey, RequestValidator.MaxIdempotencyKeyLength)
-            .ThrowIfInvalid();
+            .Token("idempotency_key", command.IdempotencyKey, RequestValidator.MaxIdempotencyKeyLength);
+        validator.ThrowIfInvalid();
 
         var fingerprint = UsageFingerprint.Compute(UsageEventKind.Reset, command.UsageType, 0, command.Reason, null);
         return await RecordCorrectionAsync(
             command.SubjectId, command.UsageType, command.IdempotencyKey, fingerprint, UsageEventKind.Reset,
-            0, command.Reason, now, now, command.RecordedBy, cancellationToken);
+            0, command.Reason, null, now, command.RecordedBy, validator, cancellationToken);
     }
 
     /// <summary>The current standing of each usage type asked (all when none), changing nothing.</summary>
@@ -197,8 +163,8 @@ public sealed partial class UsageMeter(
             ? catalog.Current.UsageTypes.Select(t => t.Name)
             : usageTypes.Distinct(StringComparer.Ordinal);
         var subject = await subscriptions.ResolveAsync(subjectId, peeked, cancellationToken);
-        var limits = await CurrentLimitsAsync(subject, names, cancellationToken);
-        return new RemainingResult(subjectId, subject.Plan.Id, limits, subject.Plan.Version);
+        var (limits, degraded) = await CurrentLimitsAsync(subject, names, cancellationToken);
+        return new RemainingResult(subjectId, subject.Plan.Id, limits, subject.Plan.Version, degraded);
     }
 
     /// <summary>Gives a hold back; false when it is unknown, expired or already settled.</summary>
@@ -208,8 +174,101 @@ public sealed partial class UsageMeter(
             .SubjectId("subject_id", subjectId)
             .Token("reservation_id", reservationId, RequestValidator.MaxReservationIdLength)
             .ThrowIfInvalid();
-        return await counters.ReleaseAsync(subjectId, reservationId, Now(), cancellationToken);
+        if (await ledger.ReleaseHoldAsync(subjectId, reservationId, cancellationToken) is not { } changes)
+        {
+            return false;
+        }
+
+        await cache.ApplyAsync(changes);
+        return true;
     }
+
+    /// <summary>A check without a hold: answered from the counters (or, when they are unavailable, by policy).</summary>
+    private async Task<CheckLimitResult> CheckAsync(CheckLimitCommand command, SubjectPlan subject, CancellationToken cancellationToken)
+    {
+        var lines = Lines(subject, command.Usage, Now());
+        var reading = await cache.ReadAsync(command.SubjectId, lines, Policies(lines), cancellationToken);
+        var limits = Evaluate(lines, reading);
+        var allowed = limits.All(l => l.Decision == Decision.Allowed);
+        return new CheckLimitResult(
+            allowed,
+            limits,
+            subject.Plan.Id,
+            null,
+            null,
+            allowed ? [] : UpgradeOptions(subject, lines, reading.Readings),
+            subject.Plan.Version,
+            reading.Degraded);
+    }
+
+    /// <summary>A check that holds every amount or none: decided by the ledger under the subject's lock, whatever the cache's state.</summary>
+    private async Task<CheckLimitResult> ReserveAsync(CheckLimitCommand command, SubjectPlan subject, CancellationToken cancellationToken)
+    {
+        var ttl = command.ReservationTtl ?? settings.DefaultReservationTtl;
+        for (var attempt = 1; ; attempt++)
+        {
+            var now = Now();
+            var lines = Lines(subject, command.Usage, now);
+            var request = new HoldRequest(
+                command.SubjectId, NewId("rsv"), NullIfEmpty(command.RequestId), subject.Subscription.Calendar, lines, now, ttl, settings.MaxLiveHoldsPerSubject);
+            switch (await ledger.HoldAsync(request, cancellationToken))
+            {
+                case HoldOutcome.Decided decided:
+                    await cache.ApplyAsync(decided.Changes);
+                    return Reserved(subject, lines, decided);
+
+                case HoldOutcome.TooManyHolds tooMany:
+                    throw new TooManyHoldsException(tooMany.Live, settings.MaxLiveHoldsPerSubject);
+
+                case HoldOutcome.RequestIdConflict:
+                    throw new RequestIdConflictException(command.RequestId!);
+
+                case HoldOutcome.CalendarChanged when attempt < MaxCalendarRetries:
+                    subject = await subscriptions.ResolveFreshAsync(command.SubjectId, cancellationToken);
+                    break;
+
+                default:
+                    throw new ConcurrentChangeException(command.SubjectId);
+            }
+        }
+    }
+
+    private CheckLimitResult Reserved(SubjectPlan subject, IReadOnlyList<CounterLine> lines, HoldOutcome.Decided decided)
+    {
+        var readings = decided.Readings;
+        var limits = Evaluate(lines, new CounterCache.Reading(readings, false, new HashSet<int>()));
+        var hold = decided.Hold;
+        if (hold is null && lines.Select((l, i) => LimitRules.Fits(l.Limit, readings[i].Used, readings[i].Reserved, l.Amount)).All(f => f))
+        {
+            // Every line fits its limit, so only the ceiling can have refused it: the caller's error, whatever the plan.
+            var over = lines.Select((l, i) => (l, i)).First(x => LimitRules.OverCeiling(readings[x.i].Used, readings[x.i].Reserved, x.l.Amount));
+            throw new TotalCeilingException(over.l.Key.UsageType);
+        }
+
+        if (hold is not null)
+        {
+            // Report the state the caller leaves behind: its own hold counts as reserved.
+            limits = [.. limits.Select((status, i) => LimitRules.WithHold(status, lines[i].Amount))];
+        }
+
+        return new CheckLimitResult(
+            hold is not null,
+            limits,
+            subject.Plan.Id,
+            hold?.ReservationId,
+            hold?.ExpiresAt,
+            hold is null ? UpgradeOptions(subject, lines, readings) : [],
+            subject.Plan.Version);
+    }
+
+    /// <summary>
+    /// A settle that names no occurred_at counts in the periods its hold was placed in: a session reserved before
+    /// midnight and settled after it is the day it started on.
+    /// </summary>
+    private async Task<Instant?> SettledPeriodInstantAsync(TrackUsageCommand command, CancellationToken cancellationToken) =>
+        string.IsNullOrEmpty(command.ReservationId)
+            ? null
+            : (await ledger.FindHoldAsync(command.SubjectId, command.ReservationId, cancellationToken))?.PlacedAt;
 
     private async Task<AdjustmentResult> RecordCorrectionAsync(
         string subjectId,
@@ -219,13 +278,19 @@ public sealed partial class UsageMeter(
         UsageEventKind kind,
         long amount,
         string reason,
-        Instant occurredAt,
+        Instant? occurredAt,
         Instant now,
         string recordedBy,
+        RequestValidator validator,
         CancellationToken cancellationToken)
     {
         var subject = await subscriptions.ResolveAsync(subjectId, cancellationToken);
         var known = await ledger.FindFingerprintAsync(subjectId, idempotencyKey, cancellationToken);
+        if (known is null)
+        {
+            validator.OccurredAt("occurred_at", occurredAt, now).ThrowIfInvalid();
+        }
+
         for (var attempt = 1; ; attempt++)
         {
             if (known is not null)
@@ -235,18 +300,20 @@ public sealed partial class UsageMeter(
                     throw new IdempotencyConflictException(idempotencyKey);
                 }
 
-                return new AdjustmentResult(true, 0, (await CurrentLimitsAsync(subject, [usageType], cancellationToken))[0]);
+                var line = Lines(subject, [new UsageRequest(usageType, 1)], Now());
+                var current = await cache.RefreshAsync([line[0].Key], cancellationToken);
+                return new AdjustmentResult(true, 0, Evaluate(line, Ledgered(current))[0]);
             }
 
-            var line = Lines(subject, [new UsageRequest(usageType, 1)], occurredAt)[0];
+            var key = Lines(subject, [new UsageRequest(usageType, 1)], occurredAt ?? now)[0].Key;
             var usageEvent = new UsageEvent(
                 subjectId,
                 idempotencyKey,
                 fingerprint,
-                occurredAt,
+                occurredAt ?? now,
                 now,
                 subject.Subscription.Calendar,
-                [new UsageLine(line.Key, amount)],
+                [new UsageLine(key, amount)],
                 null,
                 new Dictionary<string, string>(),
                 recordedBy,
@@ -255,8 +322,8 @@ public sealed partial class UsageMeter(
             switch (await ledger.RecordAsync(usageEvent, cancellationToken))
             {
                 case RecordOutcome.Recorded recorded:
-                    await ApplyQuietlyAsync(subjectId, recorded.Totals, [], cancellationToken);
-                    return new AdjustmentResult(false, recorded.Lines[0].Amount, (await CurrentLimitsAsync(subject, [usageType], cancellationToken))[0]);
+                    await cache.ApplyAsync(recorded.Changes);
+                    return new AdjustmentResult(false, recorded.Lines[0].Amount, (await CurrentLimitsAsync(subject, [usageType], cancellationToken)).Limits[0]);
 
                 case RecordOutcome.AlreadyRecorded already:
                     known = already.Fingerprint;
@@ -267,38 +334,15 @@ public sealed partial class UsageMeter(
                     break;
 
                 default:
-                    throw new InvalidOperationException($"The subscription of '{subjectId}' kept changing while a correction was recorded.");
+                    throw new ConcurrentChangeException(subjectId);
             }
         }
     }
 
     /// <summary>
-    /// Gates an enforced TrackUsage through the same atomic check as CheckLimit: a short hold of the amounts
-    /// (the caller's own reservation not counted against them), so that concurrent calls cannot overspend.
-    /// Returns the gate hold's id, or throws when an amount does not fit.
+    /// The same key again. Same payload: a duplicate, answered with the ledger's current values, which are applied to
+    /// the cache first (the original call may have died before it could). Another payload: an error.
     /// </summary>
-    private async Task<string> EnforceAsync(TrackUsageCommand command, SubjectPlan subject, IReadOnlyList<CounterLine> lines, Instant now, CancellationToken cancellationToken)
-    {
-        var gate = new HoldSpec(NewId("trk"), now + settings.EnforceHoldTtl);
-        var check = new CounterCheck(command.SubjectId, lines, now, gate, command.ReservationId);
-        var result = await CheckCountersAsync(check, cancellationToken);
-        if (result.Held)
-        {
-            return gate.ReservationId;
-        }
-
-        ThrowIfOverCeiling(lines, result);
-
-        var statuses = Evaluate(lines, result.Readings);
-        if (statuses.FirstOrDefault(s => s.Decision == Decision.NotInPlan) is { } notInPlan)
-        {
-            throw new NotInPlanException(notInPlan.UsageType, subject.Plan.Id, UpgradeOptions(subject, lines, result.Readings));
-        }
-
-        var exceeded = statuses.First(s => s.Decision != Decision.Allowed);
-        throw new LimitExceededException(exceeded.UsageType, exceeded.Limit, exceeded.Remaining, UpgradeOptions(subject, lines, result.Readings));
-    }
-
     private async Task<TrackUsageResult> DuplicateAsync(TrackUsageCommand command, SubjectPlan subject, string recorded, string fingerprint, CancellationToken cancellationToken)
     {
         if (!string.Equals(recorded, fingerprint, StringComparison.Ordinal))
@@ -306,81 +350,35 @@ public sealed partial class UsageMeter(
             throw new IdempotencyConflictException(command.IdempotencyKey);
         }
 
-        // The first call may have died between the commit and the release of the hold it settled.
-        await ReleaseQuietlyAsync(command.SubjectId, string.IsNullOrEmpty(command.ReservationId) ? null : command.ReservationId, cancellationToken);
-        return new TrackUsageResult(true, await CurrentLimitsAsync(subject, command.Usage.Select(u => u.UsageType), cancellationToken));
+        var lines = Lines(subject, [.. command.Usage.Select(u => new UsageRequest(u.UsageType, 1))], Now());
+        var current = await cache.RefreshAsync([.. lines.Select(l => l.Key)], cancellationToken);
+        return new TrackUsageResult(true, Evaluate(lines, Ledgered(current)));
     }
 
-    /// <summary>
-    /// Current-period status of each usage type named, with the verdict for one more unit; from the counters, or from
-    /// the ledger alone if the counters are down.
-    /// </summary>
-    private async Task<IReadOnlyList<LimitStatus>> CurrentLimitsAsync(SubjectPlan subject, IEnumerable<string> usageTypes, CancellationToken cancellationToken)
+    /// <summary>Current-period status of each usage type named, with the verdict for one more unit.</summary>
+    private async Task<(IReadOnlyList<LimitStatus> Limits, bool Degraded)> CurrentLimitsAsync(SubjectPlan subject, IEnumerable<string> usageTypes, CancellationToken cancellationToken)
     {
         var lines = Lines(subject, [.. usageTypes.Select(t => new UsageRequest(t, 1))], Now());
-        try
-        {
-            var result = await CheckCountersAsync(new CounterCheck(subject.Subscription.SubjectId, lines, Now()), cancellationToken);
-            return Evaluate(lines, result.Readings);
-        }
-        catch (StoreUnavailableException ex) when (ex.Store == "counter")
-        {
-            LogCountersDown("reporting limits from the ledger", ex.Message);
-            var totals = await ledger.GetTotalsAsync([.. lines.Select(l => l.Key)], cancellationToken);
-            return Evaluate(lines, [.. totals.Select(t => new CounterReading(t.Total, 0))]);
-        }
+        var reading = await cache.ReadAsync(subject.Subscription.SubjectId, lines, Policies(lines), cancellationToken);
+        return (Evaluate(lines, reading), reading.Degraded);
     }
 
-    /// <summary>Runs a counter check, rebuilding from the ledger any counter the cache lacks, then checking again.</summary>
-    private async Task<CounterCheckResult> CheckCountersAsync(CounterCheck check, CancellationToken cancellationToken)
+    /// <summary>The refusal of an enforced event: not in the plan, or over the limit, with the plans that would allow it.</summary>
+    private MeteringException Refusal(SubjectPlan subject, IReadOnlyList<CounterLine> lines, IReadOnlyList<CounterReading> readings)
     {
-        for (var rebuild = 0; ; rebuild++)
+        var statuses = Evaluate(lines, new CounterCache.Reading(readings, false, new HashSet<int>()));
+        if (statuses.FirstOrDefault(s => s.Decision == Decision.NotInPlan) is { } notInPlan)
         {
-            var result = await counters.CheckAsync(check, cancellationToken);
-            if (result.Missing.Count == 0)
-            {
-                return result;
-            }
-
-            if (rebuild == MaxCounterRebuilds)
-            {
-                throw new InvalidOperationException($"Counters of '{check.SubjectId}' vanished {rebuild} times in a row while being rebuilt.");
-            }
-
-            var totals = await ledger.GetTotalsAsync(result.Missing, cancellationToken);
-            await counters.ApplyAsync(check.SubjectId, totals, [], cancellationToken);
-        }
-    }
-
-    private async Task ApplyQuietlyAsync(string subjectId, IReadOnlyList<CounterValue> totals, IReadOnlyList<string> releases, CancellationToken cancellationToken)
-    {
-        try
-        {
-            await counters.ApplyAsync(subjectId, totals, releases, cancellationToken);
-        }
-        catch (StoreUnavailableException ex)
-        {
-            // The ledger has committed, so the usage is safe. The cached counters are at most one
-            // counter TTL behind; the holds expire on their own.
-            LogCountersDown("usage recorded in the ledger but not yet in the counters", ex.Message);
-        }
-    }
-
-    private async Task ReleaseQuietlyAsync(string subjectId, string? reservationId, CancellationToken cancellationToken)
-    {
-        if (reservationId is null)
-        {
-            return;
+            return new NotInPlanException(notInPlan.UsageType, subject.Plan.Id, UpgradeOptions(subject, lines, readings));
         }
 
-        try
+        if (statuses.FirstOrDefault(s => s.Decision != Decision.Allowed) is { } exceeded)
         {
-            await counters.ReleaseAsync(subjectId, reservationId, Now(), cancellationToken);
+            return new LimitExceededException(exceeded.UsageType, exceeded.Limit, exceeded.Remaining, UpgradeOptions(subject, lines, readings));
         }
-        catch (StoreUnavailableException ex)
-        {
-            LogCountersDown($"hold {reservationId} left to expire", ex.Message);
-        }
+
+        var over = lines.Select((l, i) => (l, i)).First(x => LimitRules.OverCeiling(readings[x.i].Used, readings[x.i].Reserved, x.l.Amount));
+        return new TotalCeilingException(over.l.Key.UsageType);
     }
 
     private IReadOnlyList<CounterLine> Lines(SubjectPlan subject, IReadOnlyList<UsageRequest> usage, Instant at)
@@ -397,20 +395,8 @@ public sealed partial class UsageMeter(
         return lines;
     }
 
-    /// <summary>A hold was refused because a line would pass the period-total ceiling: the caller's error, whatever the plan.</summary>
-    private static void ThrowIfOverCeiling(IReadOnlyList<CounterLine> lines, CounterCheckResult result)
-    {
-        if (!result.OverCeiling)
-        {
-            return;
-        }
-
-        var over = Enumerable.Range(0, lines.Count)
-            .Where(i => result.Readings[i].Used + result.Readings[i].Reserved + lines[i].Amount > RequestValidator.MaxPeriodTotal)
-            .DefaultIfEmpty(0)
-            .First();
-        throw new TotalCeilingException(lines[over].Key.UsageType);
-    }
+    private DegradedPolicy[] Policies(IReadOnlyList<CounterLine> lines) =>
+        [.. lines.Select(l => catalog.Current.GetUsageType(l.Key.UsageType).DegradedPolicy)];
 
     private IReadOnlyList<UpgradeOption> UpgradeOptions(SubjectPlan subject, IReadOnlyList<CounterLine> lines, IReadOnlyList<CounterReading> readings) =>
         UpgradeAdvisor.Options(
@@ -418,13 +404,20 @@ public sealed partial class UsageMeter(
             subject.Plan.Id,
             [.. lines.Select((line, i) => new RequestedLine(line.Key.UsageType, line.Amount, readings[i].Used, readings[i].Reserved))]);
 
-    private static List<LimitStatus> Evaluate(IReadOnlyList<CounterLine> lines, IReadOnlyList<CounterReading> readings) =>
-        [.. lines.Select((line, i) => LimitRules.Evaluate(line.Key.UsageType, line.Limit, readings[i].Used, readings[i].Reserved, line.Amount, line.Key.Period))];
+    /// <summary>Each line's status; a line that fails open while the counters are unavailable is allowed whatever its figures.</summary>
+    private static List<LimitStatus> Evaluate(IReadOnlyList<CounterLine> lines, CounterCache.Reading reading) =>
+        [.. lines.Select((line, i) =>
+        {
+            var status = LimitRules.Evaluate(line.Key.UsageType, line.Limit, reading.Readings[i].Used, reading.Readings[i].Reserved, line.Amount, line.Key.Period);
+            return reading.FailOpen.Contains(i) ? status with { Decision = Decision.Allowed } : status;
+        })];
+
+    private static CounterCache.Reading Ledgered(IReadOnlyList<CounterValue> values) =>
+        new([.. values.Select(v => new CounterReading(v.Total, v.Held))], false, new HashSet<int>());
 
     private Instant Now() => time.GetUtcNow().ToInstant();
 
     private static string NewId(string prefix) => $"{prefix}_{Guid.CreateVersion7():N}";
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Counter store unavailable, {Consequence}: {Reason}")]
-    private partial void LogCountersDown(string consequence, string reason);
+    private static string? NullIfEmpty(string? value) => string.IsNullOrEmpty(value) ? null : value;
 }

@@ -57,7 +57,7 @@ internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, Cata
     public override async Task<UpsertUsageTypeResponse> UpsertUsageType(UpsertUsageTypeRequest request, ServerCallContext context)
     {
         var (usageType, version) = await catalogs.UpsertUsageTypeAsync(
-            new UpsertUsageTypeCommand(request.Name, request.Unit, request.ResetPeriod.ToDomain()),
+            new UpsertUsageTypeCommand(request.Name, request.Unit, request.ResetPeriod.ToDomain(), request.DegradedPolicy.ToDomain()),
             context.CancellationToken);
         return new UpsertUsageTypeResponse { UsageType = usageType.ToProto(), CatalogVersion = version };
     }

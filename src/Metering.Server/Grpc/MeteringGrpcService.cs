@@ -16,7 +16,7 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
     public override async Task<CheckLimitResponse> CheckLimit(CheckLimitRequest request, ServerCallContext context)
     {
         var result = await meter.CheckLimitAsync(
-            new CheckLimitCommand(request.SubjectId, request.Usage.ToDomain(), request.Reserve, request.ReservationTtl.ToDuration("reservation_ttl")),
+            new CheckLimitCommand(request.SubjectId, request.Usage.ToDomain(), request.Reserve, request.ReservationTtl.ToDuration("reservation_ttl"), request.RequestId),
             context.CancellationToken);
         return new CheckLimitResponse
         {
@@ -27,6 +27,7 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
             ReservationExpiresAt = result.ReservationExpiresAt?.ToTimestamp(),
             UpgradeOptions = { result.UpgradeOptions.Select(o => o.ToProto()) },
             PlanVersion = result.PlanVersion,
+            Degraded = result.Degraded,
         };
     }
 
@@ -42,7 +43,8 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
                 request.ReservationId,
                 request.Enforce,
                 request.Attributes,
-                context.CallerName()),
+                context.CallerName(),
+                !request.HasFinal || request.Final),
             context.CancellationToken);
         return new TrackUsageResponse { Duplicate = result.Duplicate, Limits = { result.Limits.Select(l => l.ToProto()) } };
     }
@@ -57,6 +59,7 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
             PlanId = result.PlanId,
             Limits = { result.Limits.Select(l => l.ToProto()) },
             PlanVersion = result.PlanVersion,
+            Degraded = result.Degraded,
         };
     }
 

@@ -79,6 +79,21 @@ internal static class ProtoMapping
             Core.Periods.ResetPeriod.Month => Wire.ResetPeriod.Month,
             _ => Wire.ResetPeriod.Unspecified,
         },
+        DegradedPolicy = usageType.DegradedPolicy switch
+        {
+            Core.Catalog.DegradedPolicy.Ledger => Wire.DegradedPolicy.Ledger,
+            Core.Catalog.DegradedPolicy.Allow => Wire.DegradedPolicy.Allow,
+            Core.Catalog.DegradedPolicy.Deny => Wire.DegradedPolicy.Deny,
+            _ => Wire.DegradedPolicy.Unspecified,
+        },
+    };
+
+    public static Core.Catalog.DegradedPolicy? ToDomain(this Wire.DegradedPolicy policy) => policy switch
+    {
+        Wire.DegradedPolicy.Ledger => Core.Catalog.DegradedPolicy.Ledger,
+        Wire.DegradedPolicy.Allow => Core.Catalog.DegradedPolicy.Allow,
+        Wire.DegradedPolicy.Deny => Core.Catalog.DegradedPolicy.Deny,
+        _ => null,
     };
 
     public static Core.Periods.ResetPeriod? ToDomain(this Wire.ResetPeriod period) => period switch
@@ -137,7 +152,7 @@ internal static class ProtoMapping
             TimeZone = explanation.Subscription.TimeZone,
             LedgerTotal = explanation.Ledger.EventTotal,
             LedgerEvents = explanation.Ledger.EventCount,
-            Holds = { explanation.Counter.Holds.Select(h => new Wire.Hold { ReservationId = h.ReservationId, Amount = h.Amount, ExpiresAt = h.ExpiresAt.ToTimestamp() }) },
+            Holds = { explanation.Holds.Select(h => new Wire.Hold { ReservationId = h.ReservationId, Amount = h.Amount, ExpiresAt = h.ExpiresAt.ToTimestamp() }) },
             CacheState = explanation.CacheState.ToProto(),
             StatusFromLedger = explanation.StatusFromLedger.ToProto(),
         };

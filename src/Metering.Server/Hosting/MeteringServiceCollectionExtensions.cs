@@ -47,13 +47,16 @@ internal static class MeteringServiceCollectionExtensions
         {
             DefaultPlanId = section["DefaultPlanId"] ?? "free",
             DefaultReservationTtl = Duration.FromTimeSpan(section.GetValue("DefaultReservationTtl", TimeSpan.FromHours(2))),
-            EnforceHoldTtl = Duration.FromTimeSpan(section.GetValue("EnforceHoldTtl", TimeSpan.FromMinutes(1))),
+            MaxLiveHoldsPerSubject = section.GetValue("MaxLiveHoldsPerSubject", 100),
         });
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<CatalogDirectory>();
         services.AddSingleton<ICatalogProvider>(sp => sp.GetRequiredService<CatalogDirectory>());
         services.AddSingleton<SubscriptionDirectory>();
+        services.AddSingleton<CounterCache>();
         services.AddSingleton<UsageMeter>();
+        services.AddSingleton<CounterSync>();
+        services.AddHostedService<CounterSyncService>();
         services.AddSingleton<Core.History.HistoryReader>();
         services.AddSingleton<CounterAuditor>();
         return services;

@@ -11,6 +11,9 @@ public sealed class UsageTypeRow
 
     /// <summary>"day" or "month".</summary>
     public required string ResetPeriod { get; set; }
+
+    /// <summary>"ledger", "allow" or "deny": what a check without a hold does while the counters are unavailable.</summary>
+    public string DegradedPolicy { get; set; } = "ledger";
 }
 
 /// <summary>A plan of the catalog.</summary>
@@ -183,5 +186,76 @@ public sealed class UsageTotalRow
 
     public long Total { get; set; }
 
+    /// <summary>What live holds held in the period when the row last changed (the cache shows it as reserved).</summary>
+    public long Held { get; set; }
+
     public long Version { get; set; }
+}
+
+/// <summary>
+/// A hold: amounts a session may use, counted against the limits until it is settled, released or expires. Decided
+/// and stored in the subject's lock, so every instance sees every acknowledged hold.
+/// </summary>
+public sealed class HoldRow
+{
+    public required string SubjectId { get; set; }
+
+    public required string ReservationId { get; set; }
+
+    /// <summary>The caller's request id: a retried reserve finds its hold by it.</summary>
+    public string? RequestId { get; set; }
+
+    /// <summary>The instant whose periods the hold counts in (the deciding instance's clock).</summary>
+    public DateTime PlacedAt { get; set; }
+
+    /// <summary>When it stops counting, on the ledger's clock.</summary>
+    public DateTime ExpiresAt { get; set; }
+
+    public DateTime? EndedAt { get; set; }
+
+    /// <summary>"settled", "released" or "expired" once ended.</summary>
+    public string? EndReason { get; set; }
+
+    public List<HoldLineRow> Lines { get; set; } = [];
+}
+
+/// <summary>One usage type's held amount, with the period it counts in.</summary>
+public sealed class HoldLineRow
+{
+    public required string SubjectId { get; set; }
+
+    public required string ReservationId { get; set; }
+
+    public required string UsageType { get; set; }
+
+    public DateTime PeriodStart { get; set; }
+
+    public DateTime PeriodEnd { get; set; }
+
+    /// <summary>What is still held (a partial settle lowers it).</summary>
+    public long Amount { get; set; }
+}
+
+/// <summary>
+/// Something a committed transaction changed that the shared cache must follow, written in that transaction: the
+/// cache is brought up to date from it even when the instance that committed dies before it could.
+/// </summary>
+public sealed class CounterOutboxRow
+{
+    public const string CounterKind = "counter";
+    public const string SubscriptionKind = "subscription";
+    public const string CatalogKind = "catalog";
+
+    public long Id { get; set; }
+
+    /// <summary>"counter" (subject, usage type, period), "subscription" (subject) or "catalog".</summary>
+    public required string Kind { get; set; }
+
+    public string? SubjectId { get; set; }
+
+    public string? UsageType { get; set; }
+
+    public DateTime? PeriodStart { get; set; }
+
+    public DateTime CreatedAt { get; set; }
 }

@@ -85,6 +85,127 @@ namespace Metering.Storage.Postgres.Migrations
                         });
                 });
 
+            modelBuilder.Entity("Metering.Storage.Postgres.Entities.CounterOutboxRow", b =>
+                {
+                    b.Property<long>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("bigint")
+                        .HasColumnName("id");
+
+                    NpgsqlPropertyBuilderExtensions.UseIdentityAlwaysColumn(b.Property<long>("Id"));
+
+                    b.Property<DateTime>("CreatedAt")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("created_at")
+                        .HasDefaultValueSql("now()");
+
+                    b.Property<string>("Kind")
+                        .IsRequired()
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)")
+                        .HasColumnName("kind");
+
+                    b.Property<DateTime?>("PeriodStart")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("period_start");
+
+                    b.Property<string>("SubjectId")
+                        .HasMaxLength(128)
+                        .HasColumnType("character varying(128)")
+                        .HasColumnName("subject_id");
+
+                    b.Property<string>("UsageType")
+                        .HasColumnType("text")
+                        .HasColumnName("usage_type");
+
+                    b.HasKey("Id");
+
+                    b.ToTable("counter_outbox", (string)null);
+                });
+
+            modelBuilder.Entity("Metering.Storage.Postgres.Entities.HoldLineRow", b =>
+                {
+                    b.Property<string>("SubjectId")
+                        .HasMaxLength(128)
+                        .HasColumnType("character varying(128)")
+                        .HasColumnName("subject_id");
+
+                    b.Property<string>("ReservationId")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("reservation_id");
+
+                    b.Property<string>("UsageType")
+                        .HasColumnType("text")
+                        .HasColumnName("usage_type");
+
+                    b.Property<long>("Amount")
+                        .HasColumnType("bigint")
+                        .HasColumnName("amount");
+
+                    b.Property<DateTime>("PeriodEnd")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("period_end");
+
+                    b.Property<DateTime>("PeriodStart")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("period_start");
+
+                    b.HasKey("SubjectId", "ReservationId", "UsageType");
+
+                    b.HasIndex("SubjectId", "UsageType");
+
+                    b.ToTable("hold_lines", (string)null);
+                });
+
+            modelBuilder.Entity("Metering.Storage.Postgres.Entities.HoldRow", b =>
+                {
+                    b.Property<string>("SubjectId")
+                        .HasMaxLength(128)
+                        .HasColumnType("character varying(128)")
+                        .HasColumnName("subject_id");
+
+                    b.Property<string>("ReservationId")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("reservation_id");
+
+                    b.Property<string>("EndReason")
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)")
+                        .HasColumnName("end_reason");
+
+                    b.Property<DateTime?>("EndedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("ended_at");
+
+                    b.Property<DateTime>("ExpiresAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("expires_at");
+
+                    b.Property<DateTime>("PlacedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("placed_at");
+
+                    b.Property<string>("RequestId")
+                        .HasMaxLength(256)
+                        .HasColumnType("character varying(256)")
+                        .HasColumnName("request_id");
+
+                    b.HasKey("SubjectId", "ReservationId");
+
+                    b.HasIndex("ExpiresAt")
+                        .HasDatabaseName("IX_holds_live_expires_at")
+                        .HasFilter("ended_at IS NULL");
+
+                    b.HasIndex("SubjectId", "RequestId")
+                        .IsUnique()
+                        .HasFilter("request_id IS NOT NULL");
+
+                    b.ToTable("holds", (string)null);
+                });
+
             modelBuilder.Entity("Metering.Storage.Postgres.Entities.PlanLimitRow", b =>
                 {
                     b.Property<string>("PlanId")
@@ -366,6 +487,12 @@ namespace Metering.Storage.Postgres.Migrations
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("period_start");
 
+                    b.Property<long>("Held")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("bigint")
+                        .HasDefaultValue(0L)
+                        .HasColumnName("held");
+
                     b.Property<DateTime>("PeriodEnd")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("period_end");
@@ -390,6 +517,14 @@ namespace Metering.Storage.Postgres.Migrations
                         .HasColumnType("character varying(64)")
                         .HasColumnName("name");
 
+                    b.Property<string>("DegradedPolicy")
+                        .IsRequired()
+                        .ValueGeneratedOnAdd()
+                        .HasMaxLength(8)
+                        .HasColumnType("character varying(8)")
+                        .HasDefaultValue("ledger")
+                        .HasColumnName("degraded_policy");
+
                     b.Property<string>("ResetPeriod")
                         .IsRequired()
                         .HasMaxLength(8)
@@ -405,6 +540,15 @@ namespace Metering.Storage.Postgres.Migrations
                     b.HasKey("Name");
 
                     b.ToTable("usage_types", (string)null);
+                });
+
+            modelBuilder.Entity("Metering.Storage.Postgres.Entities.HoldLineRow", b =>
+                {
+                    b.HasOne("Metering.Storage.Postgres.Entities.HoldRow", null)
+                        .WithMany("Lines")
+                        .HasForeignKey("SubjectId", "ReservationId")
+                        .OnDelete(DeleteBehavior.Cascade)
+                        .IsRequired();
                 });
 
             modelBuilder.Entity("Metering.Storage.Postgres.Entities.PlanLimitRow", b =>
@@ -444,6 +588,11 @@ namespace Metering.Storage.Postgres.Migrations
                         .HasForeignKey("UsageType")
                         .OnDelete(DeleteBehavior.Restrict)
                         .IsRequired();
+                });
+
+            modelBuilder.Entity("Metering.Storage.Postgres.Entities.HoldRow", b =>
+                {
+                    b.Navigation("Lines");
                 });
 
             modelBuilder.Entity("Metering.Storage.Postgres.Entities.PlanRow", b =>

@@ -1,24 +1,19 @@
--- Stores ledger totals that are newer than the cached ones and releases holds, in one step,
--- so a settled hold and the usage that settles it are never both counted, nor neither.
+-- Stores ledger values that are newer than the cached ones, stamped with this server's run id.
 --
--- KEYS[1]      holds hash of the subject
--- KEYS[2..n+1] counter hashes {t, v}
--- ARGV[1]      n, the number of counters; ARGV[2] counter time to live (ms)
--- ARGV[3..]    2 values per counter: total, version; then the reservation ids to release
+-- KEYS[1..n]  counter hashes {t, h, v, e}
+-- ARGV[1]     counter time to live (ms); then 3 values per counter: total, held, version
 --
--- A counter only ever moves to a higher version: rebuilds, retries and late writes converge to the ledger.
-local n = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-for i = 1, n do
-  local key = KEYS[1 + i]
-  local total, version = ARGV[1 + 2 * i], tonumber(ARGV[2 + 2 * i])
-  local cached = redis.call('HGET', key, 'v')
-  if not cached or tonumber(cached) < version then
-    redis.call('HSET', key, 't', total, 'v', version)
+-- A counter only moves to a higher version, so rebuilds, retries and late writes converge to the ledger, in any
+-- order. A counter from another server's life is replaced whatever its version (check.lua does not trust it).
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local ttl = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local base = 1 + 3 * (i - 1)
+  local version = tonumber(ARGV[base + 3])
+  local cached = redis.call('HMGET', KEYS[i], 'v', 'e')
+  if not cached[1] or cached[2] ~= run_id or tonumber(cached[1]) < version then
+    redis.call('HSET', KEYS[i], 't', ARGV[base + 1], 'h', ARGV[base + 2], 'v', version, 'e', run_id)
   end
-  redis.call('PEXPIRE', key, ttl)
+  redis.call('PEXPIRE', KEYS[i], ttl)
 end
-for r = 3 + 2 * n, #ARGV do
-  redis.call('HDEL', KEYS[1], ARGV[r])
-end
-return n
+return #KEYS

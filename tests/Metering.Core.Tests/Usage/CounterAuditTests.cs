@@ -20,5 +20,5 @@ public sealed class CounterAuditTests
     [TestCase(12L, 1L, null, 12L, ExpectedResult = true, TestName = "events without a running total row")]
     [TestCase(0L, 2L, 0L, 0L, ExpectedResult = false, TestName = "events summing to zero agree")]
     public bool NeedsRepair_OnlyWhenCacheOrRowDisagreeWithTheEvents(long eventTotal, long eventCount, long? rowTotal, long? counterTotal) =>
-        CounterAudit.NeedsRepair(new LedgerSnapshot(eventTotal, eventCount, rowTotal, 1), new CounterSnapshot(counterTotal, 1, []));
+        CounterAudit.NeedsRepair(new LedgerSnapshot(eventTotal, eventCount, rowTotal, 1), new CounterSnapshot(counterTotal, 0, 1));
 }

@@ -34,6 +34,24 @@ internal static class LedgerProbe
         return counters;
     }
 
+    /// <summary>
+    /// Waits until the outbox of a subject is drained (at most 5 s): from then on the service writes its counters only
+    /// when the ledger changes, so a test can tamper with them without the drain undoing it.
+    /// </summary>
+    public static async Task OutboxDrainedAsync(MeteringHost host, string subject)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(5);
+        while (await ScalarAsync(host, "SELECT COUNT(*) FROM counter_outbox WHERE subject_id = @s OR (@t = '' AND subject_id IS NULL)", subject, "") > 0)
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"The counter outbox of '{subject}' was not drained within 5 s.");
+            }
+
+            await Task.Delay(50);
+        }
+    }
+
     private static async Task<long> ScalarAsync(MeteringHost host, string sql, string subject, string usageType)
     {
         await using var connection = new NpgsqlConnection(host.PostgresConnectionString);

@@ -378,6 +378,11 @@ internal sealed class LocalRedis : IAsyncDisposable
 
     public string Description { get; }
 
+    public int Port => port;
+
+    /// <summary>Sends a signal to this server process (SIGSTOP and SIGCONT pause and resume it).</summary>
+    public bool Signal(int signal) => Signals.Send(process, signal);
+
     public static async Task<LocalRedis> StartAsync(string redisServer, CancellationToken cancellationToken)
     {
         var rootDirectory = Path.Combine(Path.GetTempPath(), "metering-test-redis-" + Guid.NewGuid().ToString("N")[..12]);

@@ -1,0 +1,113 @@
+using Metering.Core.Catalog;
+using Metering.Core.Errors;
+using Metering.Core.Ports;
+using Microsoft.Extensions.Logging;
+
+namespace Metering.Core.Usage;
+
+/// <summary>
+/// The policy of the counter cache: reads rebuild what the cache lacks from the ledger; values the ledger committed are
+/// applied after the commit whatever happens to the caller (and, should that fail, by the outbox drain); while the cache
+/// is unavailable, reads follow each usage type's <see cref="DegradedPolicy"/>. The cache never decides a grant: holds
+/// and enforced events are decided by the ledger.
+/// </summary>
+public sealed partial class CounterCache(ICounterStore counters, IUsageLedger ledger, ILogger<CounterCache> logger)
+{
+    private const int MaxRebuilds = 3;
+
+    /// <summary>Readings of every line, and whether they come from the degraded path instead of the counters.</summary>
+    public sealed record Reading(IReadOnlyList<CounterReading> Readings, bool Degraded, IReadOnlySet<int> FailOpen);
+
+    /// <summary>
+    /// Reads every line from the counters, rebuilding missing ones from the ledger; when the counters are unavailable,
+    /// from the ledger (<see cref="DegradedPolicy.Ledger"/>), failing open (<see cref="DegradedPolicy.Allow"/>) or
+    /// failing the call (<see cref="DegradedPolicy.Deny"/>), per line.
+    /// </summary>
+    public async Task<Reading> ReadAsync(string subjectId, IReadOnlyList<CounterLine> lines, IReadOnlyList<DegradedPolicy> policies, CancellationToken cancellationToken)
+    {
+        StoreUnavailableException unavailable;
+        try
+        {
+            return new Reading(await ReadCountersAsync(subjectId, lines, cancellationToken), false, new HashSet<int>());
+        }
+        catch (StoreUnavailableException ex) when (ex.Store == StoreUnavailableException.Counter)
+        {
+            unavailable = ex;
+        }
+
+        if (policies.Contains(DegradedPolicy.Deny))
+        {
+            throw unavailable;
+        }
+
+        var failOpen = Enumerable.Range(0, lines.Count).Where(i => policies[i] == DegradedPolicy.Allow).ToHashSet();
+        try
+        {
+            var totals = await ledger.GetTotalsAsync([.. lines.Select(l => l.Key)], cancellationToken);
+            return new Reading([.. totals.Select(t => new CounterReading(t.Total, t.Held))], true, failOpen);
+        }
+        catch (StoreUnavailableException) when (failOpen.Count == lines.Count)
+        {
+            // Every line fails open: no figures, but an answer.
+            return new Reading([.. lines.Select(_ => new CounterReading(0, 0))], true, failOpen);
+        }
+    }
+
+    /// <summary>
+    /// Brings the cache up to the values a ledger transaction committed. Runs to its end even when the caller has gone
+    /// (the usage is committed; the counters must follow), bounded by the counter store's own time budget; a failure
+    /// is left to the outbox drain, which applies the same values within a second of the cache coming back.
+    /// </summary>
+    public async Task ApplyAsync(CounterChanges changes)
+    {
+        if (changes.Values.Count == 0)
+        {
+            return;
+        }
+
+        try
+        {
+            await counters.ApplyAsync(changes.Values, CancellationToken.None);
+        }
+#pragma warning disable CA1031 // The change is committed: no failure of the cache may fail the call; the outbox retries.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            LogApplyDeferred(changes.Values.Count, ex.Message);
+        }
+    }
+
+    /// <summary>The ledger's current values of these counters, applied to the cache (as every answer that reports them must be).</summary>
+    public async Task<IReadOnlyList<CounterValue>> RefreshAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken)
+    {
+        var values = await ledger.GetTotalsAsync(keys, cancellationToken);
+        await ApplyAsync(new CounterChanges(values));
+        return values;
+    }
+
+    private async Task<IReadOnlyList<CounterReading>> ReadCountersAsync(string subjectId, IReadOnlyList<CounterLine> lines, CancellationToken cancellationToken)
+    {
+        var check = new CounterCheck(subjectId, lines);
+        for (var rebuild = 0; ; rebuild++)
+        {
+            var result = await counters.CheckAsync(check, cancellationToken);
+            if (result.Missing.Count == 0)
+            {
+                return result.Readings;
+            }
+
+            if (rebuild == MaxRebuilds)
+            {
+                // Something keeps dropping them (a tiny maxmemory, a flush loop): the ledger has the answer.
+                throw new StoreUnavailableException(StoreUnavailableException.Counter, new InvalidOperationException(
+                    $"Counters of '{subjectId}' vanished {rebuild} times in a row while being rebuilt."));
+            }
+
+            var totals = await ledger.GetTotalsAsync(result.Missing, cancellationToken);
+            await counters.ApplyAsync(totals, cancellationToken);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "{Count} committed counter values not applied to the cache yet (the outbox drain will): {Reason}")]
+    private partial void LogApplyDeferred(int count, string reason);
+}

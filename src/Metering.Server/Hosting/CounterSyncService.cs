@@ -1,0 +1,66 @@
+using Metering.Core.Errors;
+using Metering.Core.Usage;
+
+namespace Metering.Server.Hosting;
+
+/// <summary>
+/// Runs <see cref="CounterSync"/> on every instance: the outbox drained every <c>Metering:OutboxDrainInterval</c>
+/// (so counters follow every commit within a second), holds past their time ended every second.
+/// </summary>
+internal sealed partial class CounterSyncService(CounterSync sync, IConfiguration configuration, ILogger<CounterSyncService> logger) : BackgroundService
+{
+    private static readonly TimeSpan ExpiryInterval = TimeSpan.FromSeconds(1);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var interval = configuration.GetValue("Metering:OutboxDrainInterval", TimeSpan.FromMilliseconds(200));
+        var lastExpiry = DateTimeOffset.MinValue;
+        using var timer = new PeriodicTimer(interval);
+        do
+        {
+            await RunAsync(() => sync.DrainAsync(stoppingToken), "drain the counter outbox", stoppingToken);
+            if (DateTimeOffset.UtcNow - lastExpiry >= ExpiryInterval)
+            {
+                lastExpiry = DateTimeOffset.UtcNow;
+                await RunAsync(() => sync.ExpireHoldsAsync(stoppingToken), "end expired holds", stoppingToken);
+            }
+        }
+        while (await WaitAsync(timer, stoppingToken));
+    }
+
+    private async Task RunAsync(Func<Task<int>> work, string what, CancellationToken stoppingToken)
+    {
+        try
+        {
+            await work();
+        }
+        catch (StoreUnavailableException)
+        {
+            // The store's own guard reports outages; the work is retried on the next tick.
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+#pragma warning disable CA1031 // A background loop must outlive any one failure; it is logged and retried.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            LogFailed(ex, what);
+        }
+    }
+
+    private static async Task<bool> WaitAsync(PeriodicTimer timer, CancellationToken stoppingToken)
+    {
+        try
+        {
+            return await timer.WaitForNextTickAsync(stoppingToken);
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not {What}; retrying on the next tick")]
+    private partial void LogFailed(Exception exception, string what);
+}

@@ -1,0 +1,126 @@
+using Grpc.Core;
+using Metering.Api.V1;
+using Metering.IntegrationTests.Infrastructure;
+using StackExchange.Redis;
+using static Metering.IntegrationTests.Infrastructure.UsageTypes;
+
+namespace Metering.IntegrationTests;
+
+/// <summary>
+/// Redis servers of the test's own that fail the way production ones do: a replica promoted with lagging data, a server
+/// that hangs. Counters never trust data from another server's life, and every change answered OK reaches the cache.
+/// </summary>
+public sealed class RedisFailoverTests : ServiceTest
+{
+    private readonly List<IAsyncDisposable> _owned = [];
+
+    [TearDown]
+    public async Task StopOwnServersAsync()
+    {
+        foreach (var owned in Enumerable.Reverse(_owned))
+        {
+            await owned.DisposeAsync();
+        }
+
+        _owned.Clear();
+    }
+
+    [Test]
+    public async Task CheckLimit_AfterFailoverToALaggingReplica_RebuildsFromTheLedgerInsteadOfTrustingLowCounters()
+    {
+        var primary = await RedisAsync();
+        var replica = await RedisAsync();
+        var onPrimary = await HostAsync(primary);
+        var subject = NewSubject();
+        await onPrimary.Admin.SetSubscriptionAsync(new SetSubscriptionRequest { SubjectId = subject, PlanId = "starter" });
+        await onPrimary.Metering.TrackUsageAsync(new TrackUsageRequest { SubjectId = subject, IdempotencyKey = "a", Usage = { Usage(Minutes, 100) } });
+        await LedgerProbe.OutboxDrainedAsync(onPrimary, subject);
+
+        // The replica copies the primary (100 minutes), then stops following it: what a lagging replica holds.
+        var replicaServer = Direct(replica);
+        await replicaServer.ExecuteAsync("REPLICAOF", "127.0.0.1", primary.Port);
+        await WaitUntilAsync(async () => (await replicaServer.ExecuteAsync("INFO", "replication")).ToString().Contains("master_link_status:up", StringComparison.Ordinal)
+            && (await replicaServer.ExecuteAsync("DBSIZE")).ToString() != "0");
+        await replicaServer.ExecuteAsync("REPLICAOF", "NO", "ONE");
+        await onPrimary.Metering.TrackUsageAsync(new TrackUsageRequest { SubjectId = subject, IdempotencyKey = "b", Usage = { Usage(Minutes, 195) } });
+
+        // Failover: an instance now talks to the promoted replica, which holds 100 where the ledger has 295.
+        var onReplica = await HostAsync(replica);
+        var check = await onReplica.Metering.CheckLimitAsync(new CheckLimitRequest { SubjectId = subject, Usage = { Usage(Minutes, 10) } });
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(check.Allowed, Is.False);
+            Assert.That(check.Limits[0].Used, Is.EqualTo(295));
+            Assert.That(check.Degraded, Is.False, "rebuilt from the ledger into the new server");
+        });
+    }
+
+    [Test]
+    public async Task SetSubscription_WhileRedisHangs_IsNotAnsweredOk_AndTheCacheHasTheChangeWithinASecondOfItsReturn()
+    {
+        var redis = await RedisAsync();
+        var host = await HostAsync(redis, new Dictionary<string, string?> { ["Redis:OperationTimeout"] = "00:00:00.300" });
+        var subject = NewSubject();
+        await host.Admin.SetSubscriptionAsync(new SetSubscriptionRequest { SubjectId = subject, PlanId = "starter" });
+
+        Assert.That(redis.Signal(Signals.Pause), Is.True);
+        RpcException error;
+        try
+        {
+            error = Assert.ThrowsAsync<RpcException>(() => host.Admin.SetSubscriptionAsync(new SetSubscriptionRequest { SubjectId = subject, PlanId = "pro" }).ResponseAsync)!;
+        }
+        finally
+        {
+            redis.Signal(Signals.Resume);
+        }
+
+        var resumed = DateTime.UtcNow;
+        await WaitUntilAsync(async () => (string?)await Direct(redis).HashGetAsync($"mtr:{{{subject}}}:sub", "plan") == "pro");
+        var took = DateTime.UtcNow - resumed;
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(error.StatusCode, Is.EqualTo(StatusCode.Unavailable), "a change every instance may not see yet is not answered OK");
+            Assert.That(took, Is.LessThan(TimeSpan.FromSeconds(1.5)), "the outbox brought the shared cache up to date");
+        });
+    }
+
+    private async Task<LocalRedis> RedisAsync()
+    {
+        var redis = await LocalRedis.StartAsync(ServerBinaries.FindRedisServer() ?? throw new InvalidOperationException("redis-server is not installed"), CancellationToken.None);
+        _owned.Add(redis);
+        return redis;
+    }
+
+    private async Task<MeteringHost> HostAsync(LocalRedis redis, Dictionary<string, string?>? settings = null)
+    {
+        settings ??= [];
+        settings["ConnectionStrings:Redis"] = redis.ConnectionString;
+        var host = await MeteringHost.StartAsync(Start, settings: settings);
+        _owned.Add(host);
+        return host;
+    }
+
+    /// <summary>A connection of the test's own to the server, behind the service's back.</summary>
+    private IDatabase Direct(LocalRedis redis)
+    {
+        var connection = ConnectionMultiplexer.Connect(redis.ConnectionString);
+        _owned.Add(connection);
+        return connection.GetDatabase();
+    }
+
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!await condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                Assert.Fail("The condition did not hold within 10 s.");
+            }
+
+            await Task.Delay(20);
+        }
+    }
+}

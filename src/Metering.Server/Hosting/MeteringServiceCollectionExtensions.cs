@@ -32,6 +32,11 @@ internal static class MeteringServiceCollectionExtensions
             options.Interceptors.Add<ErrorInterceptor>();
             options.MaxReceiveMessageSize = RequestFrameValidation.MaxMessageSize;
         });
+        services.AddSingleton<FailureLog>();
+
+        // ErrorInterceptor logs each failed call once (an outage as a summary); gRPC's own line per failed call
+        // (Information) would repeat it. Its errors (a handler that threw past the interceptor) still show.
+        services.AddLogging(logging => logging.AddFilter("Grpc.AspNetCore.Server.ServerCallHandler", LogLevel.Warning));
         services.AddGrpcReflection();
         services.AddGrpcHealthChecks()
             .AddCheck<PostgresHealthCheck>("postgres")
@@ -63,7 +68,7 @@ internal static class MeteringServiceCollectionExtensions
     public static IServiceCollection AddMeteringPostgres(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddPooledDbContextFactory<MeteringDbContext>((sp, options) =>
-            options.UseNpgsql(WithAutoPrepare(RequiredConnectionString(sp, "Postgres"))));
+            options.UseNpgsql(WithLedgerDefaults(RequiredConnectionString(sp, "Postgres"))));
         services.Configure<CatalogSeed>(configuration.GetSection("Catalog"));
         services.AddSingleton<PostgresCatalogStore>();
         services.AddSingleton<ICatalogStore>(sp => sp.GetRequiredService<PostgresCatalogStore>());
@@ -92,17 +97,56 @@ internal static class MeteringServiceCollectionExtensions
     }
 
     /// <summary>
-    /// The ledger runs the same few statements on every call: let Npgsql prepare them on the server once per
-    /// connection instead of planning them every time, unless the connection string says otherwise.
+    /// The defaults that bound what the ledger can cost, each added only when the connection string does not set its own:
+    /// <list type="bullet">
+    /// <item><description><c>Max Pool Size=16</c>: connections per instance (size: instances × Max Pool Size ≤
+    /// max_connections − the connections kept for admins, migrations and other clients).</description></item>
+    /// <item><description><c>Timeout=2</c>: seconds to wait for a connection, from the pool or the server.</description></item>
+    /// <item><description><c>Command Timeout=3</c>: seconds before Npgsql gives up on a statement the server does not answer.</description></item>
+    /// <item><description><c>Options=-c statement_timeout=2s -c lock_timeout=500ms</c>: the server ends a statement that
+    /// runs too long or waits too long for a lock, e.g. behind an ACCESS EXCLUSIVE lock.</description></item>
+    /// <item><description><c>Max Auto Prepare=32</c>: the ledger runs the same few statements on every call, so they are
+    /// prepared once per connection instead of planned every time.</description></item>
+    /// </list>
+    /// All of these are shorter than a caller's typical deadline; the caller's deadline ends a call earlier still.
     /// </summary>
-    private static string WithAutoPrepare(string connectionString)
+    internal static string WithLedgerDefaults(string connectionString)
     {
+        var named = new System.Data.Common.DbConnectionStringBuilder { ConnectionString = connectionString }.Keys
+            .Cast<string>()
+            .Select(k => k.Replace(" ", "", StringComparison.Ordinal).ToUpperInvariant())
+            .ToHashSet(StringComparer.Ordinal);
         var builder = new NpgsqlConnectionStringBuilder(connectionString);
-        if (!connectionString.Contains("Max Auto Prepare", StringComparison.OrdinalIgnoreCase))
+        if (!named.Contains("MAXPOOLSIZE"))
+        {
+            builder.MaxPoolSize = 16;
+        }
+
+        if (!named.Contains("TIMEOUT"))
+        {
+            builder.Timeout = 2;
+        }
+
+        if (!named.Contains("COMMANDTIMEOUT"))
+        {
+            builder.CommandTimeout = 3;
+        }
+
+        if (!named.Contains("MAXAUTOPREPARE"))
         {
             builder.MaxAutoPrepare = 32;
         }
 
+        var options = builder.Options ?? "";
+        foreach (var (setting, value) in new[] { ("statement_timeout", "2s"), ("lock_timeout", "500ms") })
+        {
+            if (!options.Contains(setting, StringComparison.OrdinalIgnoreCase))
+            {
+                options = $"{options} -c {setting}={value}".Trim();
+            }
+        }
+
+        builder.Options = options;
         return builder.ConnectionString;
     }
 
@@ -137,10 +181,16 @@ internal sealed class PostgresHealthCheck(IDbContextFactory<MeteringDbContext> c
     }
 }
 
-internal sealed class RedisHealthCheck(IConnectionMultiplexer redis) : IHealthCheck
+internal sealed class RedisHealthCheck(IConnectionMultiplexer redis, RedisGuard guard) : IHealthCheck
 {
     public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
+        if (guard.ConfigurationError is { } error)
+        {
+            // Redis answers, but refuses Metering's calls (a script error, a wrong type): waiting will not fix it.
+            return HealthCheckResult.Unhealthy($"Redis refuses Metering's calls: {error}");
+        }
+
         try
         {
             await redis.GetDatabase().PingAsync().WaitAsync(TimeSpan.FromSeconds(2), cancellationToken);

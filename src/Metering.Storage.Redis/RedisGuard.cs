@@ -43,7 +43,7 @@ public sealed partial class RedisGuard
     private long _degradedSince;
     private long _callsWithoutRedis;
     private bool _degraded;
-    private volatile string? _configurationError;
+    private string? _configurationError;
 
     public RedisGuard(RedisOptions options, ILogger<RedisGuard> logger)
     {
@@ -68,7 +68,7 @@ public sealed partial class RedisGuard
                 ShouldHandle = transient,
                 FailureRatio = 0.5,
                 MinimumThroughput = 2,
-                SamplingDuration = TimeSpan.FromSeconds(2),
+                SamplingDuration = TimeSpan.FromSeconds(1),
                 BreakDuration = options.BreakDuration,
                 StateProvider = _breaker,
                 OnOpened = _ =>
@@ -99,7 +99,7 @@ public sealed partial class RedisGuard
     /// The last configuration error or bug Redis reported (a script error, a wrong type, a script it cannot load), or
     /// null when there is none or a call has succeeded since. The Redis health check fails while it is set.
     /// </summary>
-    public string? ConfigurationError => _configurationError;
+    public string? ConfigurationError => Volatile.Read(ref _configurationError);
 
     /// <summary>Whether <paramref name="exception"/> is a failure that may go away on its own (retry, count, degrade).</summary>
     public static bool IsTransient(Exception exception) => exception switch
@@ -117,9 +117,8 @@ public sealed partial class RedisGuard
                 static async (state, token) => await state().WaitAsync(token),
                 call,
                 cancellationToken);
-            if (_configurationError is not null)
+            if (_configurationError is not null && Interlocked.Exchange(ref _configurationError, null) is not null)
             {
-                _configurationError = null;
                 LogConfigurationErrorCleared();
             }
 
@@ -137,9 +136,9 @@ public sealed partial class RedisGuard
         catch (RedisException ex)
         {
             // Not transient: a script error, a wrong type, NOSCRIPT after the source was sent, a refused command.
-            if (!string.Equals(_configurationError, ex.Message, StringComparison.Ordinal))
+            // Logged when it starts; the calls that fail the same way until one succeeds are not logged again.
+            if (Interlocked.Exchange(ref _configurationError, ex.Message) is null)
             {
-                _configurationError = ex.Message;
                 LogConfigurationError(ex.GetType().Name, ex.Message);
             }
 

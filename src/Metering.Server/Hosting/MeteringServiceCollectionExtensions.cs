@@ -8,6 +8,7 @@ using Metering.Server.Security;
 using Metering.Storage.Postgres;
 using Metering.Storage.Redis;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.Diagnostics;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 using NodaTime;
@@ -68,7 +69,15 @@ internal static class MeteringServiceCollectionExtensions
     public static IServiceCollection AddMeteringPostgres(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddPooledDbContextFactory<MeteringDbContext>((sp, options) =>
-            options.UseNpgsql(WithLedgerDefaults(RequiredConnectionString(sp, "Postgres"))));
+            options.UseNpgsql(WithLedgerDefaults(RequiredConnectionString(sp, "Postgres")))
+                // A failed statement surfaces as the call's failure, which ErrorInterceptor logs once (an outage as a
+                // summary); EF Core's own error line for the same failure would repeat it on every call.
+                .ConfigureWarnings(warnings => warnings.Log(
+                    (RelationalEventId.CommandError, LogLevel.Debug),
+                    (RelationalEventId.ConnectionError, LogLevel.Debug),
+                    (RelationalEventId.TransactionError, LogLevel.Debug),
+                    (CoreEventId.QueryIterationFailed, LogLevel.Debug),
+                    (CoreEventId.SaveChangesFailed, LogLevel.Debug))));
         services.Configure<CatalogSeed>(configuration.GetSection("Catalog"));
         services.AddSingleton<PostgresCatalogStore>();
         services.AddSingleton<ICatalogStore>(sp => sp.GetRequiredService<PostgresCatalogStore>());

@@ -378,6 +378,11 @@ internal sealed class LocalRedis : IAsyncDisposable
 
     public string Description { get; }
 
+    /// <summary>The redis-server process, for tests that pause it (SIGSTOP) or stop it.</summary>
+    internal Process Process => process;
+
+    internal int Port => port;
+
     public static async Task<LocalRedis> StartAsync(string redisServer, CancellationToken cancellationToken)
     {
         var rootDirectory = Path.Combine(Path.GetTempPath(), "metering-test-redis-" + Guid.NewGuid().ToString("N")[..12]);

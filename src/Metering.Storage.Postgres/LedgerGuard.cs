@@ -7,7 +7,7 @@ using Polly.Retry;
 namespace Metering.Storage.Postgres;
 
 /// <summary>
-/// Runs ledger work under one resilience pipeline: transient PostgreSQL failures are retried briefly, never past the
+/// Runs ledger work under one resilience pipeline: transient PostgreSQL failures are retried once, shortly after, never past the
 /// caller's deadline (the cancellation token carries it: every attempt and every delay stops with it); what still fails
 /// surfaces as <see cref="StoreUnavailableException"/>. Every unit of work passed here is one transaction that is safe to
 /// run again: events are unique per idempotency key.
@@ -27,7 +27,7 @@ internal static class LedgerGuard
         {
             ShouldHandle = args => ValueTask.FromResult(
                 args.Outcome.Exception is { } ex && !args.Context.CancellationToken.IsCancellationRequested && IsTransient(ex)),
-            MaxRetryAttempts = 2,
+            MaxRetryAttempts = 1,
             Delay = TimeSpan.FromMilliseconds(50),
             BackoffType = DelayBackoffType.Exponential,
             UseJitter = true,

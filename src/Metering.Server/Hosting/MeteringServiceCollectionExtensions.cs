@@ -110,9 +110,9 @@ internal static class MeteringServiceCollectionExtensions
     /// <list type="bullet">
     /// <item><description><c>Max Pool Size=16</c>: connections per instance (size: instances × Max Pool Size ≤
     /// max_connections − the connections kept for admins, migrations and other clients).</description></item>
-    /// <item><description><c>Timeout=2</c>: seconds to wait for a connection, from the pool or the server.</description></item>
-    /// <item><description><c>Command Timeout=3</c>: seconds before Npgsql gives up on a statement the server does not answer.</description></item>
-    /// <item><description><c>Options=-c statement_timeout=2s -c lock_timeout=500ms</c>: the server ends a statement that
+    /// <item><description><c>Timeout=5</c>: seconds to wait for a connection, from the pool or the server.</description></item>
+    /// <item><description><c>Command Timeout=5</c>: seconds before Npgsql gives up on a statement the server does not answer.</description></item>
+    /// <item><description><c>Options=-c statement_timeout=3s -c lock_timeout=1s</c>: the server ends a statement that
     /// runs too long or waits too long for a lock, e.g. behind an ACCESS EXCLUSIVE lock.</description></item>
     /// <item><description><c>Max Auto Prepare=32</c>: the ledger runs the same few statements on every call, so they are
     /// prepared once per connection instead of planned every time.</description></item>
@@ -121,33 +121,37 @@ internal static class MeteringServiceCollectionExtensions
     /// </summary>
     internal static string WithLedgerDefaults(string connectionString)
     {
+        var builder = new NpgsqlConnectionStringBuilder(connectionString);
         var named = new System.Data.Common.DbConnectionStringBuilder { ConnectionString = connectionString }.Keys
             .Cast<string>()
             .Select(k => k.Replace(" ", "", StringComparison.Ordinal).ToUpperInvariant())
             .ToHashSet(StringComparer.Ordinal);
-        var builder = new NpgsqlConnectionStringBuilder(connectionString);
-        if (!named.Contains("MAXPOOLSIZE"))
+        var defaults = new NpgsqlConnectionStringBuilder();
+        bool Unset(object value, object defaultValue, params string[] keywords) =>
+            Equals(value, defaultValue) && !keywords.Any(named.Contains);
+
+        if (Unset(builder.MaxPoolSize, defaults.MaxPoolSize, "MAXPOOLSIZE", "MAXIMUMPOOLSIZE"))
         {
             builder.MaxPoolSize = 16;
         }
 
-        if (!named.Contains("TIMEOUT"))
+        if (Unset(builder.Timeout, defaults.Timeout, "TIMEOUT", "CONNECTTIMEOUT", "CONNECTIONTIMEOUT"))
         {
-            builder.Timeout = 2;
+            builder.Timeout = 5;
         }
 
-        if (!named.Contains("COMMANDTIMEOUT"))
+        if (Unset(builder.CommandTimeout, defaults.CommandTimeout, "COMMANDTIMEOUT"))
         {
-            builder.CommandTimeout = 3;
+            builder.CommandTimeout = 5;
         }
 
-        if (!named.Contains("MAXAUTOPREPARE"))
+        if (Unset(builder.MaxAutoPrepare, defaults.MaxAutoPrepare, "MAXAUTOPREPARE"))
         {
             builder.MaxAutoPrepare = 32;
         }
 
         var options = builder.Options ?? "";
-        foreach (var (setting, value) in new[] { ("statement_timeout", "2s"), ("lock_timeout", "500ms") })
+        foreach (var (setting, value) in new[] { ("statement_timeout", "3s"), ("lock_timeout", "1s") })
         {
             if (!options.Contains(setting, StringComparison.OrdinalIgnoreCase))
             {

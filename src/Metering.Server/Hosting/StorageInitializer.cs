@@ -15,9 +15,14 @@ internal static class StorageInitializer
         var contexts = services.GetRequiredService<IDbContextFactory<MeteringDbContext>>();
         await using var db = await contexts.CreateDbContextAsync(cancellationToken);
 
-        // The connection's statement_timeout and lock_timeout bound calls, not schema changes.
-        await db.Database.OpenConnectionAsync(cancellationToken);
-        await db.Database.ExecuteSqlRawAsync("SET statement_timeout = 0; SET lock_timeout = 0", cancellationToken);
+        // The connection's statement_timeout and lock_timeout bound calls, not schema changes (a database that does
+        // not exist yet is created by the migration, and is empty).
+        if (await db.Database.CanConnectAsync(cancellationToken))
+        {
+            await db.Database.OpenConnectionAsync(cancellationToken);
+            await db.Database.ExecuteSqlRawAsync("SET statement_timeout = 0; SET lock_timeout = 0", cancellationToken);
+        }
+
         await db.Database.MigrateAsync(cancellationToken);
     }
 

@@ -72,7 +72,7 @@ public sealed class RedisFailoverTests : ServiceTest
         }
         finally
         {
-            redis.Signal(Signals.Resume);
+            redis.Signal(Signals.Continue);
         }
 
         var resumed = DateTime.UtcNow;

@@ -1,18 +1,27 @@
+using System.Net.Sockets;
 using Google.Protobuf.WellKnownTypes;
 using Google.Rpc;
 using Grpc.Core;
 using Grpc.Core.Interceptors;
 using Metering.Core.Errors;
+using Npgsql;
+using StackExchange.Redis;
 
 namespace Metering.Server.Grpc;
 
 /// <summary>
-/// The one place where domain failures become gRPC statuses, with machine-readable details:
-/// <c>google.rpc.BadRequest</c> for invalid fields, <c>google.rpc.ErrorInfo</c> for everything else.
+/// The one place where failures become gRPC statuses, with machine-readable details: <c>google.rpc.BadRequest</c> for
+/// invalid fields, <c>google.rpc.ErrorInfo</c> for everything else, and <c>google.rpc.RetryInfo</c> when a store is
+/// unavailable. A failure caused by a dependency (PostgreSQL, Redis, a time-out, the network), whatever wraps it, is
+/// <c>UNAVAILABLE</c>, never <c>UNKNOWN</c>; a call whose own deadline passed is <c>DEADLINE_EXCEEDED</c>. Failed calls
+/// are logged through <see cref="FailureLog"/>: one line for a failure, a summary during an outage.
 /// </summary>
-internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger) : Interceptor
+internal sealed partial class ErrorInterceptor(FailureLog failures) : Interceptor
 {
     public const string ErrorDomain = "metering.v1";
+
+    /// <summary>What an UNAVAILABLE answer asks the caller to wait before retrying (the Redis breaker's break is shorter).</summary>
+    public static readonly TimeSpan RetryDelay = TimeSpan.FromSeconds(1);
 
     public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(
         TRequest request,
@@ -25,12 +34,25 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
         }
         catch (MeteringException ex)
         {
-            if (ex is StoreUnavailableException)
+            if (ex is StoreUnavailableException unavailable)
             {
-                LogStoreUnavailable(context.Method, ex.Message);
+                failures.Unavailable(context.Method, unavailable.Store, ex.Message);
             }
 
             throw ToRpcException(ex);
+        }
+        catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
+        {
+            // The caller's deadline passed (or it gave up) while the call waited on a store: nothing more is done.
+            throw context.Deadline <= DateTime.UtcNow
+                ? new RpcException(new global::Grpc.Core.Status(StatusCode.DeadlineExceeded, "The call's deadline passed before it could finish."))
+                : new RpcException(new global::Grpc.Core.Status(StatusCode.Cancelled, "The caller cancelled the call."));
+        }
+        catch (Exception ex) when (ex is not RpcException && DependencyCause(ex) is { } cause)
+        {
+            var unavailable = new StoreUnavailableException(StoreOf(cause), cause);
+            failures.Unavailable(context.Method, unavailable.Store, unavailable.Message);
+            throw ToRpcException(unavailable);
         }
     }
 
@@ -57,8 +79,34 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
             }));
         }
 
+        if (exception is StoreUnavailableException)
+        {
+            status.Details.Add(Any.Pack(new RetryInfo { RetryDelay = Duration.FromTimeSpan(RetryDelay) }));
+        }
+
         return status.ToRpcException();
     }
+
+    /// <summary>The PostgreSQL, Redis, time-out or network failure somewhere in the chain of inner exceptions, or null.</summary>
+    internal static Exception? DependencyCause(Exception exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is NpgsqlException or RedisException or TimeoutException or SocketException)
+            {
+                return e;
+            }
+        }
+
+        return null;
+    }
+
+    private static string StoreOf(Exception cause) => cause switch
+    {
+        NpgsqlException => "ledger",
+        RedisException => "counter",
+        _ => "dependency",
+    };
 
     private static Code CodeOf(MeteringException exception) => exception switch
     {
@@ -75,7 +123,4 @@ internal sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger)
         PreconditionFailedException => Code.FailedPrecondition,
         _ => Code.Internal,
     };
-
-    [LoggerMessage(Level = LogLevel.Error, Message = "{Method} failed: {Reason}")]
-    private partial void LogStoreUnavailable(string method, string reason);
 }

@@ -8,6 +8,7 @@ using Metering.Server.Security;
 using Metering.Storage.Postgres;
 using Metering.Storage.Redis;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.Diagnostics;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 using NodaTime;
@@ -32,6 +33,11 @@ internal static class MeteringServiceCollectionExtensions
             options.Interceptors.Add<ErrorInterceptor>();
             options.MaxReceiveMessageSize = RequestFrameValidation.MaxMessageSize;
         });
+        services.AddSingleton<FailureLog>();
+
+        // ErrorInterceptor logs each failed call once (an outage as a summary); gRPC's own line per failed call
+        // (Information) would repeat it. Its errors (a handler that threw past the interceptor) still show.
+        services.AddLogging(logging => logging.AddFilter("Grpc.AspNetCore.Server.ServerCallHandler", LogLevel.Warning));
         services.AddGrpcReflection();
         services.AddGrpcHealthChecks()
             .AddCheck<PostgresHealthCheck>("postgres")
@@ -66,7 +72,15 @@ internal static class MeteringServiceCollectionExtensions
     public static IServiceCollection AddMeteringPostgres(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddPooledDbContextFactory<MeteringDbContext>((sp, options) =>
-            options.UseNpgsql(WithAutoPrepare(RequiredConnectionString(sp, "Postgres"))));
+            options.UseNpgsql(WithLedgerDefaults(RequiredConnectionString(sp, "Postgres")))
+                // A failed statement surfaces as the call's failure, which ErrorInterceptor logs once (an outage as a
+                // summary); EF Core's own error line for the same failure would repeat it on every call.
+                .ConfigureWarnings(warnings => warnings.Log(
+                    (RelationalEventId.CommandError, LogLevel.Debug),
+                    (RelationalEventId.ConnectionError, LogLevel.Debug),
+                    (RelationalEventId.TransactionError, LogLevel.Debug),
+                    (CoreEventId.QueryIterationFailed, LogLevel.Debug),
+                    (CoreEventId.SaveChangesFailed, LogLevel.Debug))));
         services.Configure<CatalogSeed>(configuration.GetSection("Catalog"));
         services.AddSingleton<PostgresCatalogStore>();
         services.AddSingleton<ICatalogStore>(sp => sp.GetRequiredService<PostgresCatalogStore>());
@@ -95,17 +109,60 @@ internal static class MeteringServiceCollectionExtensions
     }
 
     /// <summary>
-    /// The ledger runs the same few statements on every call: let Npgsql prepare them on the server once per
-    /// connection instead of planning them every time, unless the connection string says otherwise.
+    /// The defaults that bound what the ledger can cost, each added only when the connection string does not set its own:
+    /// <list type="bullet">
+    /// <item><description><c>Max Pool Size=16</c>: connections per instance (size: instances × Max Pool Size ≤
+    /// max_connections − the connections kept for admins, migrations and other clients).</description></item>
+    /// <item><description><c>Timeout=5</c>: seconds to wait for a connection, from the pool or the server.</description></item>
+    /// <item><description><c>Command Timeout=5</c>: seconds before Npgsql gives up on a statement the server does not answer.</description></item>
+    /// <item><description><c>Options=-c statement_timeout=3s -c lock_timeout=1s</c>: the server ends a statement that
+    /// runs too long or waits too long for a lock, e.g. behind an ACCESS EXCLUSIVE lock.</description></item>
+    /// <item><description><c>Max Auto Prepare=32</c>: the ledger runs the same few statements on every call, so they are
+    /// prepared once per connection instead of planned every time.</description></item>
+    /// </list>
+    /// All of these are shorter than a caller's typical deadline; the caller's deadline ends a call earlier still.
     /// </summary>
-    private static string WithAutoPrepare(string connectionString)
+    internal static string WithLedgerDefaults(string connectionString)
     {
         var builder = new NpgsqlConnectionStringBuilder(connectionString);
-        if (!connectionString.Contains("Max Auto Prepare", StringComparison.OrdinalIgnoreCase))
+        var named = new System.Data.Common.DbConnectionStringBuilder { ConnectionString = connectionString }.Keys
+            .Cast<string>()
+            .Select(k => k.Replace(" ", "", StringComparison.Ordinal).ToUpperInvariant())
+            .ToHashSet(StringComparer.Ordinal);
+        var defaults = new NpgsqlConnectionStringBuilder();
+        bool Unset(object value, object defaultValue, params string[] keywords) =>
+            Equals(value, defaultValue) && !keywords.Any(named.Contains);
+
+        if (Unset(builder.MaxPoolSize, defaults.MaxPoolSize, "MAXPOOLSIZE", "MAXIMUMPOOLSIZE"))
+        {
+            builder.MaxPoolSize = 16;
+        }
+
+        if (Unset(builder.Timeout, defaults.Timeout, "TIMEOUT", "CONNECTTIMEOUT", "CONNECTIONTIMEOUT"))
+        {
+            builder.Timeout = 5;
+        }
+
+        if (Unset(builder.CommandTimeout, defaults.CommandTimeout, "COMMANDTIMEOUT"))
+        {
+            builder.CommandTimeout = 5;
+        }
+
+        if (Unset(builder.MaxAutoPrepare, defaults.MaxAutoPrepare, "MAXAUTOPREPARE"))
         {
             builder.MaxAutoPrepare = 32;
         }
 
+        var options = builder.Options ?? "";
+        foreach (var (setting, value) in new[] { ("statement_timeout", "3s"), ("lock_timeout", "1s") })
+        {
+            if (!options.Contains(setting, StringComparison.OrdinalIgnoreCase))
+            {
+                options = $"{options} -c {setting}={value}".Trim();
+            }
+        }
+
+        builder.Options = options;
         return builder.ConnectionString;
     }
 
@@ -140,10 +197,16 @@ internal sealed class PostgresHealthCheck(IDbContextFactory<MeteringDbContext> c
     }
 }
 
-internal sealed class RedisHealthCheck(IConnectionMultiplexer redis) : IHealthCheck
+internal sealed class RedisHealthCheck(IConnectionMultiplexer redis, RedisGuard guard) : IHealthCheck
 {
     public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
+        if (guard.ConfigurationError is { } error)
+        {
+            // Redis answers, but refuses Metering's calls (a script error, a wrong type): waiting will not fix it.
+            return HealthCheckResult.Unhealthy($"Redis refuses Metering's calls: {error}");
+        }
+
         try
         {
             await redis.GetDatabase().PingAsync().WaitAsync(TimeSpan.FromSeconds(2), cancellationToken);

@@ -1,6 +1,8 @@
 using Metering.Storage.Postgres;
+using Metering.Storage.Redis;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
+using StackExchange.Redis;
 
 namespace Metering.Server.Hosting;
 
@@ -12,6 +14,15 @@ internal static class StorageInitializer
     {
         var contexts = services.GetRequiredService<IDbContextFactory<MeteringDbContext>>();
         await using var db = await contexts.CreateDbContextAsync(cancellationToken);
+
+        // The connection's statement_timeout and lock_timeout bound calls, not schema changes (a database that does
+        // not exist yet is created by the migration, and is empty).
+        if (await db.Database.CanConnectAsync(cancellationToken))
+        {
+            await db.Database.OpenConnectionAsync(cancellationToken);
+            await db.Database.ExecuteSqlRawAsync("SET statement_timeout = 0; SET lock_timeout = 0", cancellationToken);
+        }
+
         await db.Database.MigrateAsync(cancellationToken);
     }
 
@@ -22,5 +33,10 @@ internal static class StorageInitializer
         var store = services.GetRequiredService<PostgresCatalogStore>();
         await store.SeedAsync(services.GetRequiredService<IOptions<CatalogSeed>>().Value, cancellationToken);
         await services.GetRequiredService<Core.Catalog.CatalogDirectory>().InitializeAsync(cancellationToken);
+        await RedisMemoryPolicy.CheckAsync(
+            services.GetRequiredService<IConnectionMultiplexer>(),
+            services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(RedisMemoryPolicy).FullName!),
+            TimeSpan.FromSeconds(1),
+            cancellationToken);
     }
 }

@@ -192,8 +192,10 @@ internal static class Signals
     public const int Interrupt = 2;
     public const int Quit = 3;
     public const int Terminate = 15;
-    public const int Resume = 18;
+
+    /// <summary>SIGSTOP and SIGCONT on Linux: the process hangs (its sockets stay open) until continued.</summary>
     public const int Pause = 19;
+    public const int Continue = 18;
 
     /// <summary>Sends <paramref name="signal"/> to the process; false when it could not be sent (process gone).</summary>
     public static bool Send(Process process, int signal)

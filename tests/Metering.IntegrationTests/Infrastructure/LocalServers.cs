@@ -380,6 +380,9 @@ internal sealed class LocalRedis : IAsyncDisposable
 
     public int Port => port;
 
+    /// <summary>The redis-server process, for tests that pause it (SIGSTOP) or stop it.</summary>
+    internal Process Process => process;
+
     /// <summary>Sends a signal to this server process (SIGSTOP and SIGCONT pause and resume it).</summary>
     public bool Signal(int signal) => Signals.Send(process, signal);
 

@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
 using StackExchange.Redis;
 
@@ -26,6 +27,9 @@ public sealed class MeteringHost : WebApplicationFactory<Program>
         _settings = settings;
         Clock = new FakeTimeProvider(start);
     }
+
+    /// <summary>What the host logged (as filtered by its configuration).</summary>
+    public CapturedLog Log { get; } = new();
 
     /// <summary>The service's clock; advance it to move between periods.</summary>
     public FakeTimeProvider Clock { get; }
@@ -72,6 +76,7 @@ public sealed class MeteringHost : WebApplicationFactory<Program>
             builder.UseSetting(key, value);
         }
 
+        builder.ConfigureLogging(logging => logging.AddProvider(Log));
         builder.ConfigureServices(services =>
         {
             services.RemoveAll<TimeProvider>();

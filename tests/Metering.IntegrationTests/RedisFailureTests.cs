@@ -1,0 +1,283 @@
+using System.Diagnostics;
+using Google.Rpc;
+using Grpc.Core;
+using Metering.Api.V1;
+using Metering.IntegrationTests.Infrastructure;
+using Metering.Storage.Redis;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Logging;
+using StackExchange.Redis;
+using static Metering.IntegrationTests.Infrastructure.UsageTypes;
+
+namespace Metering.IntegrationTests;
+
+/// <summary>
+/// What the service answers when Redis fails the way a production Redis does: full (OOM), a replica after a failover
+/// (READONLY), hanging (SIGSTOP), misconfigured (ACL, wrong types). Each test runs its own redis-server and host, and
+/// never sees UNKNOWN.
+/// </summary>
+[NonParallelizable]
+public sealed class RedisFailureTests
+{
+    private LocalRedis _redis = null!;
+    private ConnectionMultiplexer _admin = null!;
+    private MeteringHost _host = null!;
+
+    private IServer Server => _admin.GetServers().Single();
+
+    [SetUp]
+    public async Task StartAsync()
+    {
+        _redis = await LocalRedis.StartAsync(ServerBinaries.FindRedisServer()!, CancellationToken.None);
+        _admin = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString);
+        _host = await MeteringHost.StartAsync(ServiceTest.DefaultStartForTests, settings: new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Redis"] = _redis.ConnectionString,
+        });
+    }
+
+    [TearDown]
+    public async Task StopAsync()
+    {
+        Signals.Send(_redis.Process, Signals.Continue);
+        await _host.DisposeAsync();
+        await _admin.DisposeAsync();
+        await _redis.DisposeAsync();
+    }
+
+    [Test]
+    public async Task OutOfMemory_WithNoEviction_IsUnavailableWithRetryInfoOrServed_NeverUnknown()
+    {
+        var subject = await SubscribeAsync("starter");
+        await CheckAsync(subject, reserve: false); // counters and subscription cached
+        await Server.ExecuteAsync("CONFIG", "SET", "maxmemory-policy", "noeviction");
+        await Server.ExecuteAsync("CONFIG", "SET", "maxmemory", "1");
+
+        var reserve = await OutcomeAsync(() => CheckAsync(subject, reserve: true));
+        var check = await OutcomeAsync(() => CheckAsync(subject, reserve: false));
+        var track = await OutcomeAsync(() => TrackAsync(subject, "oom-1", enforce: false));
+        var enforced = await OutcomeAsync(() => TrackAsync(subject, "oom-2", enforce: true));
+        var remaining = await OutcomeAsync(() => _host.Metering.GetRemainingAsync(new GetRemainingRequest { SubjectId = subject }).ResponseAsync);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(reserve.Code, Is.EqualTo(StatusCode.Unavailable), "a reserve writes a hold: Redis refuses it");
+            Assert.That(reserve.RetryDelay, Is.Not.Null, "UNAVAILABLE says when to retry (google.rpc.RetryInfo)");
+            foreach (var (name, outcome) in new[] { ("check", check), ("track", track), ("enforced", enforced), ("remaining", remaining) })
+            {
+                Assert.That(outcome.Code, Is.AnyOf(StatusCode.OK, StatusCode.Unavailable), $"{name}: {outcome.Detail}");
+            }
+
+            Assert.That(track.Code, Is.EqualTo(StatusCode.OK), "an unenforced TrackUsage is recorded in the ledger whatever Redis says");
+        });
+    }
+
+    [Test]
+    public async Task ReadOnlyReplica_AfterAFailover_IsUnavailable_NeverUnknown()
+    {
+        var subject = await SubscribeAsync("starter");
+        await CheckAsync(subject, reserve: false);
+        await Server.ExecuteAsync("REPLICAOF", "127.0.0.1", TcpPorts.GetFreeLoopbackPort().ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+        var reserve = await OutcomeAsync(() => CheckAsync(subject, reserve: true));
+        var again = await OutcomeAsync(() => CheckAsync(subject, reserve: true));
+        var track = await OutcomeAsync(() => TrackAsync(subject, "replica-1", enforce: false));
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(reserve.Code, Is.EqualTo(StatusCode.Unavailable), reserve.Detail);
+            Assert.That(reserve.RetryDelay, Is.Not.Null);
+            Assert.That(again.Code, Is.EqualTo(StatusCode.Unavailable), again.Detail);
+            Assert.That(track.Code, Is.EqualTo(StatusCode.OK), track.Detail);
+        });
+    }
+
+    [Test]
+    public async Task HangingRedis_CostsTheFirstCallItsBudget_ThenFailsFast_AndIsUsedAgainWithinASecondOfReturning()
+    {
+        var guard = _host.Services.GetRequiredService<RedisGuard>();
+        var degraded = 0;
+        var recovered = 0;
+        guard.Degraded += (_, _) => Interlocked.Increment(ref degraded);
+        guard.Recovered += (_, _) => Interlocked.Increment(ref recovered);
+        var subject = await SubscribeAsync("starter");
+        await CheckAsync(subject, reserve: false);
+        await Task.Delay(TimeSpan.FromSeconds(1.1)); // a quiet instance: no call in the breaker's last sampling second
+
+        Assert.That(Signals.Send(_redis.Process, Signals.Pause), Is.True, "SIGSTOP redis-server");
+        var paused = DateTimeOffset.UtcNow;
+        var first = await TimedOutcomeAsync(() => CheckAsync(subject, reserve: true));
+        var guarded = new List<TimeSpan>();
+        var database = _host.Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
+        for (var i = 0; i < 10; i++)
+        {
+            var watch = Stopwatch.StartNew();
+            Assert.ThrowsAsync<Metering.Core.Errors.StoreUnavailableException>(() => guard.RunAsync(() => database.StringGetAsync("any"), CancellationToken.None));
+            guarded.Add(watch.Elapsed);
+        }
+
+        var later = new List<(Outcome Outcome, TimeSpan Elapsed)>();
+        for (var i = 0; i < 10; i++)
+        {
+            later.Add(await TimedOutcomeAsync(() => CheckAsync(subject, reserve: true)));
+        }
+
+        var unavailableWhilePaused = guard.IsAvailable;
+        Assert.That(Signals.Send(_redis.Process, Signals.Continue), Is.True, "SIGCONT redis-server");
+        var resumed = Stopwatch.StartNew();
+        Outcome afterResume;
+        do
+        {
+            afterResume = await OutcomeAsync(() => CheckAsync(subject, reserve: false));
+            if (afterResume.Code != StatusCode.OK)
+            {
+                await Task.Delay(20);
+            }
+        }
+        while (afterResume.Code != StatusCode.OK && resumed.Elapsed < TimeSpan.FromSeconds(5));
+
+        var servedAgainAfter = resumed.Elapsed;
+        var laterTimes = later.Select(l => l.Elapsed.TotalMilliseconds).Order().ToList();
+        var lines = _host.Log.Lines.Where(l => l.Category == typeof(RedisGuard).FullName).ToList();
+        var opened = lines.FirstOrDefault(l => l.Message == "Redis unavailable, serving degraded")?.At ?? DateTimeOffset.MaxValue;
+        var guardedTimes = guarded.Order().ToList();
+        TestContext.Out.WriteLine(
+            $"first call {first.Elapsed.TotalMilliseconds:0} ms, breaker open {(opened - paused).TotalMilliseconds:0} ms after SIGSTOP; " +
+            $"Redis calls while the breaker is open: median {guardedTimes[guardedTimes.Count / 2].TotalMilliseconds:0.00} ms, at most {guardedTimes[^1].TotalMilliseconds:0.00} ms; " +
+            $"later calls (ms): {string.Join(", ", laterTimes.Select(t => t.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)))}; served by Redis again {servedAgainAfter.TotalMilliseconds:0} ms after SIGCONT");
+        Assert.Multiple(() =>
+        {
+            Assert.That(first.Outcome.Code, Is.EqualTo(StatusCode.Unavailable), first.Outcome.Detail);
+            Assert.That(opened - paused, Is.LessThan(TimeSpan.FromMilliseconds(250)), "what the hanging Redis costs the first call: the breaker is open after it");
+            Assert.That(first.Elapsed, Is.LessThan(TimeSpan.FromSeconds(1)), "the first call: one Redis budget, then PostgreSQL work");
+            Assert.That(later.Select(l => l.Outcome.Code), Is.All.EqualTo(StatusCode.Unavailable));
+            Assert.That(guardedTimes[guardedTimes.Count / 2], Is.LessThan(TimeSpan.FromMilliseconds(10)), "what Redis costs a call while the breaker is open (median)");
+            Assert.That(laterTimes[laterTimes.Count / 2], Is.LessThan(50), "median of the calls while the breaker is open (ms): PostgreSQL work and no Redis wait");
+            Assert.That(unavailableWhilePaused, Is.False, "RedisGuard.IsAvailable while Redis hangs");
+            Assert.That(afterResume.Code, Is.EqualTo(StatusCode.OK), afterResume.Detail);
+            Assert.That(servedAgainAfter, Is.LessThan(TimeSpan.FromSeconds(1)), "back on Redis within a second");
+            Assert.That(guard.IsAvailable, Is.True);
+            Assert.That((degraded, recovered), Is.EqualTo((1, 1)), "one Degraded and one Recovered event");
+            Assert.That(lines.Count(l => l.Message == "Redis unavailable, serving degraded"), Is.EqualTo(1), string.Join("\n", lines));
+            Assert.That(lines.Count(l => l.Message.StartsWith("Redis available again after ", StringComparison.Ordinal)), Is.EqualTo(1), string.Join("\n", lines));
+        });
+    }
+
+    [Test]
+    public async Task ConfigurationErrors_AreUnavailable_LoggedOnce_AndFailHealthUntilACallSucceeds()
+    {
+        var subject = await SubscribeAsync("starter");
+        await CheckAsync(subject, reserve: false);
+        var health = _host.Services.GetRequiredService<HealthCheckService>();
+
+        // A wrong type where Metering keeps a subject's holds: the check script fails on it.
+        var broken = await SubscribeAsync("starter");
+        await _admin.GetDatabase().StringSetAsync($"mtr:{{{broken}}}:holds", "not a hash");
+        var wrongType = await OutcomeAsync(() => CheckAsync(broken, reserve: true));
+        var flaggedByWrongType = await health.CheckHealthAsync();
+        await CheckAsync(subject, reserve: false); // a call that succeeds clears it
+
+        // A user that may not run scripts or read hashes: every Metering call is refused.
+        await Server.ExecuteAsync("ACL", "SETUSER", "default", "-@all", "+ping", "+echo", "+info", "+client", "+cluster", "+role", "+subscribe", "+config", "+acl");
+        var mark = _host.Log.Mark;
+        var refused = new List<Outcome>();
+        for (var i = 0; i < 3; i++)
+        {
+            refused.Add(await OutcomeAsync(() => CheckAsync(subject, reserve: true)));
+        }
+
+        var errors = _host.Log.Since(mark, LogLevel.Error).Where(l => l.Category == typeof(RedisGuard).FullName).ToList();
+        var whileRefused = await health.CheckHealthAsync();
+        await Server.ExecuteAsync("ACL", "SETUSER", "default", "+@all");
+        var afterFix = await OutcomeAsync(() => CheckAsync(subject, reserve: false));
+        var healed = await health.CheckHealthAsync();
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(wrongType.Code, Is.EqualTo(StatusCode.Unavailable), wrongType.Detail);
+            Assert.That(flaggedByWrongType.Entries["redis"].Status, Is.EqualTo(HealthStatus.Unhealthy), "after WRONGTYPE");
+            Assert.That(refused.Select(r => r.Code), Is.All.EqualTo(StatusCode.Unavailable), string.Join("\n", refused.Select(r => r.Detail)));
+            Assert.That(errors, Has.Count.EqualTo(1), "one error line for a configuration error, not one per call:\n" + string.Join("\n", errors));
+            Assert.That(errors.FirstOrDefault()?.Message, Does.Contain("NOPERM"));
+            Assert.That(whileRefused.Entries["redis"].Status, Is.EqualTo(HealthStatus.Unhealthy), whileRefused.Entries["redis"].Description);
+            Assert.That(afterFix.Code, Is.EqualTo(StatusCode.OK), afterFix.Detail);
+            Assert.That(healed.Entries["redis"].Status, Is.EqualTo(HealthStatus.Healthy), healed.Entries["redis"].Description);
+        });
+    }
+
+    [Test]
+    public async Task StartUp_WithNoEvictionAndAMemoryLimit_WarnsAndRecommendsAllKeysLru()
+    {
+        await Server.ExecuteAsync("CONFIG", "SET", "maxmemory-policy", "noeviction");
+        await Server.ExecuteAsync("CONFIG", "SET", "maxmemory", "100mb");
+        await using var host = await MeteringHost.StartAsync(ServiceTest.DefaultStartForTests, settings: new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Redis"] = _redis.ConnectionString,
+        });
+        await Server.ExecuteAsync("CONFIG", "SET", "maxmemory-policy", "allkeys-lru");
+        await using var lru = await MeteringHost.StartAsync(ServiceTest.DefaultStartForTests, settings: new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Redis"] = _redis.ConnectionString,
+        });
+
+        var noEviction = host.Log.Lines.Where(l => l.Category == typeof(RedisMemoryPolicy).FullName).ToList();
+        var allKeysLru = lru.Log.Lines.Where(l => l.Category == typeof(RedisMemoryPolicy).FullName).ToList();
+        Assert.Multiple(() =>
+        {
+            Assert.That(noEviction, Has.Count.EqualTo(1));
+            Assert.That(noEviction.FirstOrDefault()?.Level, Is.EqualTo(LogLevel.Warning));
+            Assert.That(noEviction.FirstOrDefault()?.Message, Does.Contain("noeviction").And.Contain("allkeys-lru"));
+            Assert.That(allKeysLru, Has.Count.EqualTo(1));
+            Assert.That(allKeysLru.FirstOrDefault()?.Level, Is.EqualTo(LogLevel.Information));
+            Assert.That(allKeysLru.FirstOrDefault()?.Message, Does.Contain("allkeys-lru"));
+        });
+    }
+
+    private async Task<string> SubscribeAsync(string plan)
+    {
+        var subject = $"{plan}-{Guid.NewGuid():N}";
+        await _host.Admin.SetSubscriptionAsync(new SetSubscriptionRequest { SubjectId = subject, PlanId = plan });
+        return subject;
+    }
+
+    private Task<CheckLimitResponse> CheckAsync(string subject, bool reserve) =>
+        _host.Metering.CheckLimitAsync(new CheckLimitRequest
+        {
+            SubjectId = subject,
+            Usage = { new UsageAmount { UsageType = Minutes, Amount = 5 } },
+            Reserve = reserve,
+        }).ResponseAsync;
+
+    private Task<TrackUsageResponse> TrackAsync(string subject, string key, bool enforce) =>
+        _host.Metering.TrackUsageAsync(new TrackUsageRequest
+        {
+            SubjectId = subject,
+            IdempotencyKey = key,
+            Usage = { new UsageAmount { UsageType = Minutes, Amount = 5 } },
+            Enforce = enforce,
+        }).ResponseAsync;
+
+    internal static async Task<Outcome> OutcomeAsync<T>(Func<Task<T>> call)
+    {
+        try
+        {
+            await call();
+            return new Outcome(StatusCode.OK, "", null);
+        }
+        catch (RpcException ex)
+        {
+            var retry = ex.GetRpcStatus()?.GetDetail<RetryInfo>();
+            return new Outcome(ex.StatusCode, ex.Status.Detail, retry?.RetryDelay?.ToTimeSpan());
+        }
+    }
+
+    internal static async Task<(Outcome Outcome, TimeSpan Elapsed)> TimedOutcomeAsync<T>(Func<Task<T>> call)
+    {
+        var watch = Stopwatch.StartNew();
+        var outcome = await OutcomeAsync(call);
+        return (outcome, watch.Elapsed);
+    }
+
+    internal sealed record Outcome(StatusCode Code, string Detail, TimeSpan? RetryDelay);
+}

@@ -25,7 +25,7 @@ public static partial class RedisMemoryPolicy
             policy = ValueOf(await database.ExecuteAsync("CONFIG", "GET", "maxmemory-policy").WaitAsync(timeout, cancellationToken));
             maxMemory = long.Parse(ValueOf(await database.ExecuteAsync("CONFIG", "GET", "maxmemory").WaitAsync(timeout, cancellationToken)), System.Globalization.CultureInfo.InvariantCulture);
         }
-        catch (Exception ex) when (ex is RedisException or TimeoutException or FormatException or InvalidCastException)
+        catch (Exception ex) when (ex is RedisException or RedisCommandException or TimeoutException or FormatException or InvalidCastException)
         {
             LogUnknown(logger, ex.Message, Recommended);
             return null;

@@ -80,7 +80,7 @@ public sealed class DeadlineBudgetTests
             await Task.Delay(500);
             await using var probe = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(database) { Pooling = false }.ConnectionString);
             await probe.OpenAsync();
-            await using var waiting = new NpgsqlCommand("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'", probe);
+            await using var waiting = new NpgsqlCommand("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query NOT LIKE '%FROM counter_outbox%'", probe);
             waitingAfter = (long)(await waiting.ExecuteScalarAsync())!;
         }
         finally
@@ -96,7 +96,7 @@ public sealed class DeadlineBudgetTests
         {
             Assert.That(tracked.Outcome.Code, Is.AnyOf(StatusCode.DeadlineExceeded, StatusCode.Unavailable), tracked.Outcome.Detail);
             Assert.That(tracked.Elapsed, Is.LessThan(Deadline + TimeSpan.FromMilliseconds(200)));
-            Assert.That(waitingAfter, Is.Zero, "the service stopped waiting when the caller's deadline passed");
+            Assert.That(waitingAfter, Is.Zero, "the service stopped waiting when the caller's deadline passed (the outbox drain, which has no caller, waits out its lock_timeout)");
             Assert.That(recorded, Is.EqualTo(1), "the call that was not acknowledged left nothing behind");
         });
     }

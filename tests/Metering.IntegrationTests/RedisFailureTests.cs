@@ -47,7 +47,7 @@ public sealed class RedisFailureTests
     }
 
     [Test]
-    public async Task OutOfMemory_WithNoEviction_IsUnavailableWithRetryInfoOrServed_NeverUnknown()
+    public async Task OutOfMemory_WithNoEviction_IsServedFromTheLedger_NeverUnknown()
     {
         var subject = await SubscribeAsync("starter");
         await CheckAsync(subject, reserve: false); // counters and subscription cached
@@ -62,34 +62,38 @@ public sealed class RedisFailureTests
 
         Assert.Multiple(() =>
         {
-            Assert.That(reserve.Code, Is.EqualTo(StatusCode.Unavailable), "a reserve writes a hold: Redis refuses it");
-            Assert.That(reserve.RetryDelay, Is.Not.Null, "UNAVAILABLE says when to retry (google.rpc.RetryInfo)");
-            foreach (var (name, outcome) in new[] { ("check", check), ("track", track), ("enforced", enforced), ("remaining", remaining) })
+            // A hold is a ledger record and the check script only reads: a full Redis refuses none of them; the counters
+            // catch up through the outbox once Redis takes writes again.
+            foreach (var (name, outcome) in new[] { ("reserve", reserve), ("check", check), ("track", track), ("enforced", enforced), ("remaining", remaining) })
             {
-                Assert.That(outcome.Code, Is.AnyOf(StatusCode.OK, StatusCode.Unavailable), $"{name}: {outcome.Detail}");
+                Assert.That(outcome.Code, Is.EqualTo(StatusCode.OK), $"{name}: {outcome.Detail}");
             }
-
-            Assert.That(track.Code, Is.EqualTo(StatusCode.OK), "an unenforced TrackUsage is recorded in the ledger whatever Redis says");
         });
     }
 
     [Test]
-    public async Task ReadOnlyReplica_AfterAFailover_IsUnavailable_NeverUnknown()
+    public async Task ReadOnlyReplica_AfterAFailover_IsServed_NeverUnknown()
     {
         var subject = await SubscribeAsync("starter");
         await CheckAsync(subject, reserve: false);
+        var fresh = await SubscribeAsync("starter"); // its counter is not cached yet
         await Server.ExecuteAsync("REPLICAOF", "127.0.0.1", TcpPorts.GetFreeLoopbackPort().ToString(System.Globalization.CultureInfo.InvariantCulture));
 
         var reserve = await OutcomeAsync(() => CheckAsync(subject, reserve: true));
         var again = await OutcomeAsync(() => CheckAsync(subject, reserve: true));
         var track = await OutcomeAsync(() => TrackAsync(subject, "replica-1", enforce: false));
+        var uncached = await CheckAsync(fresh, reserve: false); // its counter cannot be written to a replica
+        var planChange = await OutcomeAsync(() => _host.Admin.SetSubscriptionAsync(new SetSubscriptionRequest { SubjectId = subject, PlanId = "pro" }).ResponseAsync);
 
         Assert.Multiple(() =>
         {
-            Assert.That(reserve.Code, Is.EqualTo(StatusCode.Unavailable), reserve.Detail);
-            Assert.That(reserve.RetryDelay, Is.Not.Null);
-            Assert.That(again.Code, Is.EqualTo(StatusCode.Unavailable), again.Detail);
+            Assert.That(reserve.Code, Is.EqualTo(StatusCode.OK), reserve.Detail);
+            Assert.That(again.Code, Is.EqualTo(StatusCode.OK), again.Detail);
             Assert.That(track.Code, Is.EqualTo(StatusCode.OK), track.Detail);
+            Assert.That(uncached.Degraded, Is.True, "answered from the ledger");
+            Assert.That(uncached.Allowed, Is.True);
+            Assert.That(planChange.Code, Is.EqualTo(StatusCode.Unavailable), "a plan change the shared cache cannot take is not answered OK");
+            Assert.That(planChange.RetryDelay, Is.Not.Null, "UNAVAILABLE says when to retry (google.rpc.RetryInfo)");
         });
     }
 
@@ -107,7 +111,7 @@ public sealed class RedisFailureTests
 
         Assert.That(Signals.Send(_redis.Process, Signals.Pause), Is.True, "SIGSTOP redis-server");
         var paused = DateTimeOffset.UtcNow;
-        var first = await TimedOutcomeAsync(() => CheckAsync(subject, reserve: true));
+        var first = await TimedOutcomeAsync(() => CheckAsync(subject, reserve: false));
         var guarded = new List<TimeSpan>();
         var database = _host.Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
         for (var i = 0; i < 10; i++)
@@ -120,22 +124,22 @@ public sealed class RedisFailureTests
         var later = new List<(Outcome Outcome, TimeSpan Elapsed)>();
         for (var i = 0; i < 10; i++)
         {
-            later.Add(await TimedOutcomeAsync(() => CheckAsync(subject, reserve: true)));
+            later.Add(await TimedOutcomeAsync(() => CheckAsync(subject, reserve: false)));
         }
 
         var unavailableWhilePaused = guard.IsAvailable;
         Assert.That(Signals.Send(_redis.Process, Signals.Continue), Is.True, "SIGCONT redis-server");
         var resumed = Stopwatch.StartNew();
-        Outcome afterResume;
+        CheckLimitResponse afterResume;
         do
         {
-            afterResume = await OutcomeAsync(() => CheckAsync(subject, reserve: false));
-            if (afterResume.Code != StatusCode.OK)
+            afterResume = await CheckAsync(subject, reserve: false);
+            if (afterResume.Degraded)
             {
                 await Task.Delay(20);
             }
         }
-        while (afterResume.Code != StatusCode.OK && resumed.Elapsed < TimeSpan.FromSeconds(5));
+        while (afterResume.Degraded && resumed.Elapsed < TimeSpan.FromSeconds(5));
 
         var servedAgainAfter = resumed.Elapsed;
         var laterTimes = later.Select(l => l.Elapsed.TotalMilliseconds).Order().ToList();
@@ -148,14 +152,14 @@ public sealed class RedisFailureTests
             $"later calls (ms): {string.Join(", ", laterTimes.Select(t => t.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)))}; served by Redis again {servedAgainAfter.TotalMilliseconds:0} ms after SIGCONT");
         Assert.Multiple(() =>
         {
-            Assert.That(first.Outcome.Code, Is.EqualTo(StatusCode.Unavailable), first.Outcome.Detail);
+            Assert.That(first.Outcome.Code, Is.EqualTo(StatusCode.OK), "answered from the ledger: " + first.Outcome.Detail);
             Assert.That(opened - paused, Is.LessThan(TimeSpan.FromMilliseconds(250)), "what the hanging Redis costs the first call: the breaker is open after it");
             Assert.That(first.Elapsed, Is.LessThan(TimeSpan.FromSeconds(1)), "the first call: one Redis budget, then PostgreSQL work");
-            Assert.That(later.Select(l => l.Outcome.Code), Is.All.EqualTo(StatusCode.Unavailable));
+            Assert.That(later.Select(l => l.Outcome.Code), Is.All.EqualTo(StatusCode.OK));
             Assert.That(guardedTimes[guardedTimes.Count / 2], Is.LessThan(TimeSpan.FromMilliseconds(10)), "what Redis costs a call while the breaker is open (median)");
             Assert.That(laterTimes[laterTimes.Count / 2], Is.LessThan(50), "median of the calls while the breaker is open (ms): PostgreSQL work and no Redis wait");
             Assert.That(unavailableWhilePaused, Is.False, "RedisGuard.IsAvailable while Redis hangs");
-            Assert.That(afterResume.Code, Is.EqualTo(StatusCode.OK), afterResume.Detail);
+            Assert.That(afterResume.Degraded, Is.False, "served by the counters again");
             Assert.That(servedAgainAfter, Is.LessThan(TimeSpan.FromSeconds(1)), "back on Redis within a second");
             Assert.That(guard.IsAvailable, Is.True);
             Assert.That((degraded, recovered), Is.EqualTo((1, 1)), "one Degraded and one Recovered event");
@@ -165,26 +169,26 @@ public sealed class RedisFailureTests
     }
 
     [Test]
-    public async Task ConfigurationErrors_AreUnavailable_LoggedOnce_AndFailHealthUntilACallSucceeds()
+    public async Task ConfigurationErrors_AreServedFromTheLedger_LoggedOnce_AndFailHealthUntilACallSucceeds()
     {
         var subject = await SubscribeAsync("starter");
         await CheckAsync(subject, reserve: false);
         var health = _host.Services.GetRequiredService<HealthCheckService>();
 
-        // A wrong type where Metering keeps a subject's holds: the check script fails on it.
+        // A wrong type where Metering keeps a subject's counter: the check script fails on it.
         var broken = await SubscribeAsync("starter");
-        await _admin.GetDatabase().StringSetAsync($"mtr:{{{broken}}}:holds", "not a hash");
-        var wrongType = await OutcomeAsync(() => CheckAsync(broken, reserve: true));
-        var flaggedByWrongType = await health.CheckHealthAsync();
+        var counter = await CheckAsync(broken, reserve: false);
+        await _admin.GetDatabase().StringSetAsync($"mtr:{{{broken}}}:c:{Minutes}:{counter.Limits[0].PeriodStart.ToDateTimeOffset().ToUnixTimeSeconds()}", "not a hash");
+        var wrongType = await CheckAsync(broken, reserve: false);
         await CheckAsync(subject, reserve: false); // a call that succeeds clears it
 
         // A user that may not run scripts or read hashes: every Metering call is refused.
         await Server.ExecuteAsync("ACL", "SETUSER", "default", "-@all", "+ping", "+echo", "+info", "+client", "+cluster", "+role", "+subscribe", "+config", "+acl");
         var mark = _host.Log.Mark;
-        var refused = new List<Outcome>();
+        var refused = new List<CheckLimitResponse>();
         for (var i = 0; i < 3; i++)
         {
-            refused.Add(await OutcomeAsync(() => CheckAsync(subject, reserve: true)));
+            refused.Add(await CheckAsync(subject, reserve: false));
         }
 
         var errors = _host.Log.Since(mark, LogLevel.Error).Where(l => l.Category == typeof(RedisGuard).FullName).ToList();
@@ -195,9 +199,9 @@ public sealed class RedisFailureTests
 
         Assert.Multiple(() =>
         {
-            Assert.That(wrongType.Code, Is.EqualTo(StatusCode.Unavailable), wrongType.Detail);
-            Assert.That(flaggedByWrongType.Entries["redis"].Status, Is.EqualTo(HealthStatus.Unhealthy), "after WRONGTYPE");
-            Assert.That(refused.Select(r => r.Code), Is.All.EqualTo(StatusCode.Unavailable), string.Join("\n", refused.Select(r => r.Detail)));
+            Assert.That(wrongType.Degraded, Is.True, "WRONGTYPE: answered from the ledger");
+            Assert.That(wrongType.Allowed, Is.True);
+            Assert.That(refused.Select(r => r.Degraded), Is.All.True, "every call refused by Redis is answered from the ledger");
             Assert.That(errors, Has.Count.EqualTo(1), "one error line for a configuration error, not one per call:\n" + string.Join("\n", errors));
             Assert.That(errors.FirstOrDefault()?.Message, Does.Contain("NOPERM"));
             Assert.That(whileRefused.Entries["redis"].Status, Is.EqualTo(HealthStatus.Unhealthy), whileRefused.Entries["redis"].Description);

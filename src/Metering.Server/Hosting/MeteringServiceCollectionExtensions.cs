@@ -49,7 +49,7 @@ internal static class MeteringServiceCollectionExtensions
             DefaultReservationTtl = Duration.FromTimeSpan(section.GetValue("DefaultReservationTtl", TimeSpan.FromHours(2))),
             EnforceHoldTtl = Duration.FromTimeSpan(section.GetValue("EnforceHoldTtl", TimeSpan.FromMinutes(1))),
         });
-        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton(sp => OffsetTimeProvider.For(configuration, sp.GetRequiredService<IHostEnvironment>()));
         services.AddSingleton<CatalogDirectory>();
         services.AddSingleton<ICatalogProvider>(sp => sp.GetRequiredService<CatalogDirectory>());
         services.AddSingleton<SubscriptionDirectory>();

@@ -191,7 +191,10 @@ internal static class Signals
 {
     public const int Interrupt = 2;
     public const int Quit = 3;
+    public const int Sigkill = 9;
     public const int Terminate = 15;
+    public const int Continue = 18;
+    public const int Pause = 19;
 
     /// <summary>Sends <paramref name="signal"/> to the process; false when it could not be sent (process gone).</summary>
     public static bool Send(Process process, int signal)

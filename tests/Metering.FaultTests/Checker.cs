@@ -11,6 +11,7 @@ internal sealed record FaultRow(
     int CountersOffLedger,
     long GrantedOverLimit,
     int UnknownOrInternal,
+    int InterviewPeriods,
     string Details);
 
 /// <summary>
@@ -115,7 +116,8 @@ internal static class Checker
 
         var overLimit = granted.Values.Sum(g => Math.Max(0, g - StarterInterviewsPerDay));
         var overSubjects = granted.Count(g => g.Value > StarterInterviewsPerDay);
-        var details = $"{load.Describe()}; over the limit on {overSubjects} subject-days; {counters.Count} counters present, {totals.Count} totals";
-        return new FaultRow(scenario, load.Acknowledged.Count, inLedger, duplicates, countersOff, overLimit, load.UnknownOrInternal, details);
+        var periods = totals.Keys.Where(k => k.UsageType == Load.Interviews).Select(k => k.Period).Distinct().Count();
+        var details = $"{load.Describe()}; over the limit on {overSubjects} subject-days; {counters.Count} counters present, {totals.Count} totals, {periods} interview day(s)";
+        return new FaultRow(scenario, load.Acknowledged.Count, inLedger, duplicates, countersOff, overLimit, load.UnknownOrInternal, periods, details);
     }
 }

@@ -13,7 +13,7 @@ internal sealed record LoadSpec
     public int UniqueTracks { get; init; } = 160;
 
     /// <summary>CheckLimit reserves of 1 interview (starter: 3 a day), each settled by TrackUsage with its reservation id.</summary>
-    public int Reserves { get; init; } = 90;
+    public int Reserves { get; init; } = 120;
 
     /// <summary>Enforced TrackUsage calls of 1 interview on the same starter subjects.</summary>
     public int EnforcedTracks { get; init; }
@@ -22,7 +22,7 @@ internal sealed record LoadSpec
     public int LimitedSubjects { get; init; } = 15;
 
     /// <summary>Calls in flight at once, over both instances.</summary>
-    public int Concurrency { get; init; } = 16;
+    public int Concurrency { get; init; } = 32;
 
     /// <summary>The operations start evenly spread over this window (the fault is injected inside it).</summary>
     public TimeSpan Window { get; init; } = TimeSpan.FromSeconds(8);
@@ -33,8 +33,8 @@ internal sealed record LoadSpec
     /// <summary>How long a client keeps retrying one operation with the same key before it gives up.</summary>
     public TimeSpan RetryBudget { get; init; } = TimeSpan.FromSeconds(40);
 
-    /// <summary>Time between a granted reserve and its settle (the session).</summary>
-    public TimeSpan MaxSession { get; init; } = TimeSpan.FromMilliseconds(300);
+    /// <summary>Longest time between a granted reserve and its settle (the session); each lasts a random part of it.</summary>
+    public TimeSpan MaxSession { get; init; } = TimeSpan.FromSeconds(2);
 
     /// <summary>Reservation lifetime asked by CheckLimit; null for the service's default (2 h).</summary>
     public TimeSpan? ReservationTtl { get; init; }
@@ -76,6 +76,9 @@ internal sealed class Load(FaultRig rig, string prefix, LoadSpec spec)
     public const string Minutes = "minutes_per_month";
     public const string Interviews = "interviews_per_day";
 
+    /// <summary>Parallel calls for one starter subject at once: one more than its daily limit of 3.</summary>
+    public const int Burst = 4;
+
     private int turn;
 
     public LoadResult Result { get; } = new();
@@ -96,47 +99,41 @@ internal sealed class Load(FaultRig rig, string prefix, LoadSpec spec)
     /// <summary>Runs every operation once (with its retries); returns when all are answered or given up.</summary>
     public async Task RunAsync(CancellationToken cancellationToken)
     {
-        var kinds = Enumerable.Repeat('t', spec.UniqueTracks)
-            .Concat(Enumerable.Repeat('r', spec.Reserves))
-            .Concat(Enumerable.Repeat('e', spec.EnforcedTracks))
-            .ToArray();
-        new Random(prefix.GetHashCode(StringComparison.Ordinal)).Shuffle(kinds);
+        var operations = Plan();
         var started = Stopwatch.StartNew();
         var next = -1;
-        var spacing = spec.Window / Math.Max(1, kinds.Length);
-        var hardStop = spec.Window + spec.RetryBudget + TimeSpan.FromSeconds(30);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        stop.CancelAfter(hardStop);
+        stop.CancelAfter(spec.Window + spec.RetryBudget + TimeSpan.FromSeconds(30));
 
         async Task WorkerAsync()
         {
             int index;
-            while ((index = Interlocked.Increment(ref next)) < kinds.Length)
+            while ((index = Interlocked.Increment(ref next)) < operations.Length)
             {
-                var due = spacing * index - started.Elapsed;
-                if (due > TimeSpan.Zero)
+                var (kind, subject, due) = operations[index];
+                var wait = due - started.Elapsed;
+                if (wait > TimeSpan.Zero)
                 {
-                    await Task.Delay(due, stop.Token);
+                    await Task.Delay(wait, stop.Token);
                 }
 
-                var random = new Random(index);
-                switch (kinds[index])
+                switch (kind)
                 {
                     case 't':
                         await TrackAsync(new TrackUsageRequest
                         {
-                            SubjectId = $"{prefix}-t{index % 10}",
+                            SubjectId = subject,
                             IdempotencyKey = $"u{index}",
                             Usage = { new UsageAmount { UsageType = Minutes, Amount = 1 + (index % 5) } },
                         }, resendOnce: index % 4 == 0, stop.Token);
                         break;
                     case 'r':
-                        await ReserveAndSettleAsync(index, random, stop.Token);
+                        await ReserveAndSettleAsync(index, subject, stop.Token);
                         break;
                     default:
                         var answer = await TrackAsync(new TrackUsageRequest
                         {
-                            SubjectId = LimitedSubject(index % spec.LimitedSubjects),
+                            SubjectId = subject,
                             IdempotencyKey = $"e{index}",
                             Usage = { new UsageAmount { UsageType = Interviews, Amount = 1 } },
                             Enforce = true,
@@ -158,6 +155,34 @@ internal sealed class Load(FaultRig rig, string prefix, LoadSpec spec)
         await Task.WhenAll(Enumerable.Range(0, spec.Concurrency).Select(_ => Task.Run(WorkerAsync, CancellationToken.None)));
     }
 
+    /// <summary>
+    /// The operations in the order they start: unique tracks evenly over the window (10 subjects without a limit in
+    /// play); reserves and enforced calls in bursts of <see cref="Burst"/> parallel calls for one starter subject (one more
+    /// than its daily limit), the bursts evenly over the window and over the subjects.
+    /// </summary>
+    private (char Kind, string Subject, TimeSpan Due)[] Plan()
+    {
+        var operations = new List<(char, string, TimeSpan)>();
+        for (var i = 0; i < spec.UniqueTracks; i++)
+        {
+            operations.Add(('t', $"{prefix}-t{i % 10}", spec.Window * i / spec.UniqueTracks));
+        }
+
+        void AddBursts(char kind, int count, int subjectShift)
+        {
+            var bursts = (count + Burst - 1) / Burst;
+            for (var i = 0; i < count; i++)
+            {
+                var burst = i / Burst;
+                operations.Add((kind, LimitedSubject((burst + subjectShift) % spec.LimitedSubjects), spec.Window * burst / bursts));
+            }
+        }
+
+        AddBursts('r', spec.Reserves, 0);
+        AddBursts('e', spec.EnforcedTracks, spec.LimitedSubjects / 2);
+        return [.. operations.OrderBy(o => o.Item3)];
+    }
+
     private enum Answer
     {
         Ok,
@@ -165,9 +190,8 @@ internal sealed class Load(FaultRig rig, string prefix, LoadSpec spec)
         GaveUp,
     }
 
-    private async Task ReserveAndSettleAsync(int index, Random random, CancellationToken cancellationToken)
+    private async Task ReserveAndSettleAsync(int index, string subject, CancellationToken cancellationToken)
     {
-        var subject = LimitedSubject(index % spec.LimitedSubjects);
         var check = new CheckLimitRequest
         {
             SubjectId = subject,
@@ -193,7 +217,7 @@ internal sealed class Load(FaultRig rig, string prefix, LoadSpec spec)
         }
 
         Interlocked.Increment(ref Result.Granted);
-        await Task.Delay(TimeSpan.FromMilliseconds(random.Next((int)spec.MaxSession.TotalMilliseconds + 1)), cancellationToken);
+        await Task.Delay(TimeSpan.FromMilliseconds(new Random(index).Next((int)spec.MaxSession.TotalMilliseconds + 1)), cancellationToken);
         await TrackAsync(new TrackUsageRequest
         {
             SubjectId = subject,

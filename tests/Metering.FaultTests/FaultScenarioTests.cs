@@ -261,7 +261,7 @@ public sealed class FaultScenarioTests
         // the load window; reserves placed before it are settled after it.
         var spec = new LoadSpec { UniqueTracks = 60, Reserves = 150, EnforcedTracks = 60, LimitedSubjects = 10, MaxSession = TimeSpan.FromSeconds(2) };
         using var timeout = new CancellationTokenSource(ScenarioTimeout);
-        var lead = TimeSpan.FromSeconds(20);
+        var lead = TimeSpan.FromSeconds(35);
         DateTimeOffset loadStart;
         TimeSpan offset;
         for (var attempt = 1; ; attempt++)
@@ -273,7 +273,7 @@ public sealed class FaultScenarioTests
             offset = crossing.UtcDateTime.Date.AddDays(1) - crossing.UtcDateTime;
             await rig.EnsureInstancesAsync(offset, offset, timeout.Token);
             var took = DateTimeOffset.UtcNow - restart;
-            if (took < lead - TimeSpan.FromSeconds(2) || attempt == 3)
+            if (took < lead - TimeSpan.FromSeconds(2) || attempt == 2)
             {
                 break;
             }
@@ -310,6 +310,20 @@ public sealed class FaultScenarioTests
 
         var row = await Checker.CheckAsync(scenario, rig, prefix, load.Result, ct);
         await FaultReport.AddAsync(row);
+        if (row.UnknownOrInternal > 0)
+        {
+            // Which exceptions the instances logged: the cause of the UNKNOWN answers.
+            var causes = new[] { rig[0], rig[1] }
+                .SelectMany(instance => instance.Process.Output.Split('\n'))
+                .Select(line => line.Trim())
+                .Where(line => line.Contains("Exception: ", StringComparison.Ordinal))
+                .GroupBy(line => line, StringComparer.Ordinal)
+                .OrderByDescending(g => g.Count())
+                .Take(4)
+                .Select(g => $"  {g.Count()}× {g.Key[..Math.Min(g.Key.Length, 300)]}");
+            await TestContext.Progress.WriteLineAsync($"Exceptions logged by the instances:\n{string.Join('\n', causes)}");
+        }
+
         Assert.Multiple(() =>
         {
             Assert.That(row.Acknowledged, Is.GreaterThan(0), "the load ran");

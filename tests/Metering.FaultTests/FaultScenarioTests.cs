@@ -321,7 +321,7 @@ public sealed class FaultScenarioTests
                 .OrderByDescending(g => g.Count())
                 .Take(4)
                 .Select(g => $"  {g.Count()}× {g.Key[..Math.Min(g.Key.Length, 300)]}");
-            await TestContext.Progress.WriteLineAsync($"Exceptions logged by the instances:\n{string.Join('\n', causes)}");
+            await TestContext.Progress.WriteLineAsync($"Exceptions logged by the instances since they started:\n{string.Join('\n', causes)}");
         }
 
         Assert.Multiple(() =>

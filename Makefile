@@ -5,8 +5,9 @@ SHELL := /bin/bash
 CONFIGURATION ?= Release
 ADDRESS ?= http://127.0.0.1:50051
 BUF := node_modules/.bin/buf
+FAULT_TABLE := TestResults/faults/reliability-table.md
 
-.PHONY: help build run test test-unit test-integration migrate api-key lint bench servers-up servers-down clean
+.PHONY: help build run test test-unit test-integration test-faults migrate api-key lint bench servers-up servers-down clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -18,13 +19,20 @@ run: ## Serve on 127.0.0.1:50051, starting local PostgreSQL and Redis when none 
 	deploy/local/run.sh $(ADDRESS) -c $(CONFIGURATION)
 
 test: $(BUF) lint ## Lint the protos, then run every test: unit, integration (real PostgreSQL and Redis), end-to-end
-	dotnet test Metering.sln -c $(CONFIGURATION)
+	dotnet test Metering.sln -c $(CONFIGURATION) --filter "TestCategory!=Faults"
 
 test-unit: ## Run the domain unit tests only (no servers needed)
 	dotnet test tests/Metering.Core.Tests -c $(CONFIGURATION)
 
 test-integration: $(BUF) ## Run the integration and end-to-end tests only
 	dotnet test tests/Metering.IntegrationTests -c $(CONFIGURATION)
+
+test-faults: ## Fault injection on real processes (PostgreSQL, Redis, two instances); the table goes into docs/reliability.md
+	dotnet test tests/Metering.FaultTests -c $(CONFIGURATION) --logger "console;verbosity=normal"; status=$$?; \
+	if [ -f $(FAULT_TABLE) ]; then \
+	  awk -v table=$(FAULT_TABLE) '/<!-- fault-table:start -->/ { print; while ((getline line < table) > 0) print line; skip = 1; next } \
+	    /<!-- fault-table:end -->/ { skip = 0 } !skip { print }' docs/reliability.md > docs/reliability.md.new && mv docs/reliability.md.new docs/reliability.md; \
+	fi; exit $$status
 
 migrate: ## Apply the database migrations to ConnectionStrings__Postgres (or the local server) and exit
 	deploy/local/run.sh migrate -c $(CONFIGURATION)

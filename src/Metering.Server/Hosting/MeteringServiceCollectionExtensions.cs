@@ -55,7 +55,7 @@ internal static class MeteringServiceCollectionExtensions
             DefaultReservationTtl = Duration.FromTimeSpan(section.GetValue("DefaultReservationTtl", TimeSpan.FromHours(2))),
             MaxLiveHoldsPerSubject = section.GetValue("MaxLiveHoldsPerSubject", 100),
         });
-        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton(sp => OffsetTimeProvider.For(configuration, sp.GetRequiredService<IHostEnvironment>()));
         services.AddSingleton<CatalogDirectory>();
         services.AddSingleton<ICatalogProvider>(sp => sp.GetRequiredService<CatalogDirectory>());
         services.AddSingleton<SubscriptionDirectory>();

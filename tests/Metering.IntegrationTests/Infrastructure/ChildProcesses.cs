@@ -191,6 +191,7 @@ internal static class Signals
 {
     public const int Interrupt = 2;
     public const int Quit = 3;
+    public const int Sigkill = 9;
     public const int Terminate = 15;
 
     /// <summary>SIGSTOP and SIGCONT on Linux: the process hangs (its sockets stay open) until continued.</summary>

@@ -144,18 +144,22 @@ internal sealed class LocalPostgres : IAsyncDisposable
 {
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 
-    private readonly Process process;
-    private readonly OutputBuffer output;
     private readonly string rootDirectory;
-    private readonly Watchdog watchdog;
-    private readonly IDisposable exitRegistration;
+    private readonly IReadOnlyList<string> command;
+    private Process process;
+    private OutputBuffer output;
+    private Watchdog watchdog;
+    private IDisposable exitRegistration;
+    private bool running = true;
     private int disposed;
 
-    private LocalPostgres(Process process, OutputBuffer output, string rootDirectory, int port, string description)
+    private LocalPostgres(Process process, OutputBuffer output, string rootDirectory, IReadOnlyList<string> command, int port, string description)
     {
         this.process = process;
         this.output = output;
         this.rootDirectory = rootDirectory;
+        this.command = command;
+        Port = port;
         Description = description;
         ConnectionString = new NpgsqlConnectionStringBuilder
         {
@@ -165,25 +169,23 @@ internal sealed class LocalPostgres : IAsyncDisposable
             Username = "postgres",
             Password = "postgres",
         }.ConnectionString;
-        watchdog = Watchdog.Start(process, "QUIT", rootDirectory);
-        exitRegistration = ExitCleanup.Register(() =>
-        {
-            if (watchdog.IsActive)
-            {
-                watchdog.Trigger();
-                return;
-            }
-
-            Signals.Stop(process, Signals.Quit, TimeSpan.FromSeconds(5));
-            TryDeleteDirectory(rootDirectory);
-        });
+        (watchdog, exitRegistration) = Guard(process);
     }
 
     public string ConnectionString { get; }
 
     public string Description { get; }
 
-    public static async Task<LocalPostgres> StartAsync(string binDirectory, CancellationToken cancellationToken)
+    /// <summary>The 127.0.0.1 port the server listens on (the same after <see cref="StartAgainAsync"/>).</summary>
+    public int Port { get; }
+
+    /// <summary>Process id of the postmaster.</summary>
+    public int ProcessId => process.Id;
+
+    /// <param name="binDirectory">Folder of initdb and postgres.</param>
+    /// <param name="cancellationToken">Cancels the start.</param>
+    /// <param name="settings">More server settings as "name=value", applied after the defaults (e.g. "max_connections=100").</param>
+    public static async Task<LocalPostgres> StartAsync(string binDirectory, CancellationToken cancellationToken, IReadOnlyList<string>? settings = null)
     {
         (string Name, string Uid, string Gid)? runAs = null;
         string? setpriv = null;
@@ -242,10 +244,11 @@ internal sealed class LocalPostgres : IAsyncDisposable
                         "-c", "jit=off",
                         "-c", "logging_collector=off",
                         "-c", "log_min_messages=warning",
+                        .. (settings ?? []).SelectMany(setting => new[] { "-c", setting }),
                     ]);
                     var output = new OutputBuffer();
                     var process = ChildProcess.Start(postgres, rootDirectory, output);
-                    return new LocalPostgres(process, output, rootDirectory, port, $"local process ({binDirectory}/postgres{userText}, 127.0.0.1:{port})");
+                    return new LocalPostgres(process, output, rootDirectory, postgres, port, $"local process ({binDirectory}/postgres{userText}, 127.0.0.1:{port})");
                 },
                 server => server.WaitUntilReadyAsync(cancellationToken),
                 server => server.StopProcessAsync()).ConfigureAwait(false);
@@ -287,13 +290,60 @@ internal sealed class LocalPostgres : IAsyncDisposable
         }
     }
 
-    private async Task StopProcessAsync()
+    /// <summary>
+    /// Stops the server with <paramref name="signal"/> (SIGINT is <c>pg_ctl stop -m fast</c>, SIGQUIT <c>-m immediate</c>)
+    /// and waits for it to end, keeping its data for <see cref="StartAgainAsync"/>. For fault tests.
+    /// </summary>
+    public async Task StopAsync(int signal)
     {
+        if (!running)
+        {
+            return;
+        }
+
+        running = false;
         exitRegistration.Dispose();
         watchdog.Dispose();
+        await Signals.StopAsync(process, signal, TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+    }
 
+    /// <summary>Starts the stopped server again on the same data and port, and waits until it accepts connections.</summary>
+    public async Task StartAgainAsync(CancellationToken cancellationToken)
+    {
+        if (running)
+        {
+            throw new InvalidOperationException("PostgreSQL is running.");
+        }
+
+        process.Dispose();
+        output = new OutputBuffer();
+        process = ChildProcess.Start(command, rootDirectory, output);
+        (watchdog, exitRegistration) = Guard(process);
+        running = true;
+        await WaitUntilReadyAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private (Watchdog Watchdog, IDisposable ExitRegistration) Guard(Process server)
+    {
+        var guard = Watchdog.Start(server, "QUIT", rootDirectory);
+        var registration = ExitCleanup.Register(() =>
+        {
+            if (guard.IsActive)
+            {
+                guard.Trigger();
+                return;
+            }
+
+            Signals.Stop(server, Signals.Quit, TimeSpan.FromSeconds(5));
+            TryDeleteDirectory(rootDirectory);
+        });
+        return (guard, registration);
+    }
+
+    private async Task StopProcessAsync()
+    {
         // SIGQUIT = immediate shutdown: the data is thrown away, so there is nothing to checkpoint.
-        await Signals.StopAsync(process, Signals.Quit, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        await StopAsync(Signals.Quit).ConfigureAwait(false);
         process.Dispose();
     }
 
@@ -344,49 +394,45 @@ internal sealed class LocalRedis : IAsyncDisposable
 {
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 
-    private readonly Process process;
-    private readonly OutputBuffer output;
     private readonly string rootDirectory;
     private readonly int port;
-    private readonly Watchdog watchdog;
-    private readonly IDisposable exitRegistration;
+    private readonly IReadOnlyList<string> command;
+    private Process process;
+    private OutputBuffer output;
+    private Watchdog watchdog;
+    private IDisposable exitRegistration;
+    private bool running = true;
     private int disposed;
 
-    private LocalRedis(Process process, OutputBuffer output, string rootDirectory, int port, string description)
+    private LocalRedis(Process process, OutputBuffer output, string rootDirectory, IReadOnlyList<string> command, int port, string description)
     {
         this.process = process;
         this.output = output;
         this.rootDirectory = rootDirectory;
+        this.command = command;
         this.port = port;
         Description = description;
         ConnectionString = $"127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)},allowAdmin=true";
-        watchdog = Watchdog.Start(process, "TERM", rootDirectory);
-        exitRegistration = ExitCleanup.Register(() =>
-        {
-            if (watchdog.IsActive)
-            {
-                watchdog.Trigger();
-                return;
-            }
-
-            Signals.Stop(process, Signals.Terminate, TimeSpan.FromSeconds(5));
-            LocalPostgres.TryDeleteDirectory(rootDirectory);
-        });
+        (watchdog, exitRegistration) = Guard(process);
     }
 
     public string ConnectionString { get; }
 
     public string Description { get; }
 
+    /// <summary>The 127.0.0.1 port the server listens on (the same after <see cref="StartAgainAsync"/>).</summary>
     public int Port => port;
+
+    /// <summary>Process id of redis-server.</summary>
+    public int ProcessId => process.Id;
 
     /// <summary>The redis-server process, for tests that pause it (SIGSTOP) or stop it.</summary>
     internal Process Process => process;
 
-    /// <summary>Sends a signal to this server process (SIGSTOP and SIGCONT pause and resume it).</summary>
-    public bool Signal(int signal) => Signals.Send(process, signal);
-
-    public static async Task<LocalRedis> StartAsync(string redisServer, CancellationToken cancellationToken)
+    /// <param name="redisServer">Path of redis-server.</param>
+    /// <param name="cancellationToken">Cancels the start.</param>
+    /// <param name="arguments">More command-line arguments, after the defaults (e.g. "--replicaof", "127.0.0.1", "6379").</param>
+    public static async Task<LocalRedis> StartAsync(string redisServer, CancellationToken cancellationToken, IReadOnlyList<string>? arguments = null)
     {
         var rootDirectory = Path.Combine(Path.GetTempPath(), "metering-test-redis-" + Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(rootDirectory);
@@ -406,10 +452,11 @@ internal sealed class LocalRedis : IAsyncDisposable
                         "--daemonize", "no",
                         "--protected-mode", "no",
                         "--loglevel", "warning",
+                        .. arguments ?? [],
                     ];
                     var output = new OutputBuffer();
                     var process = ChildProcess.Start(command, rootDirectory, output);
-                    return new LocalRedis(process, output, rootDirectory, port, $"local process ({redisServer}, 127.0.0.1:{port})");
+                    return new LocalRedis(process, output, rootDirectory, command, port, $"local process ({redisServer}, 127.0.0.1:{port})");
                 },
                 server => server.WaitUntilReadyAsync(cancellationToken),
                 server => server.StopProcessAsync()).ConfigureAwait(false);
@@ -432,11 +479,62 @@ internal sealed class LocalRedis : IAsyncDisposable
         LocalPostgres.TryDeleteDirectory(rootDirectory);
     }
 
-    private async Task StopProcessAsync()
+    /// <summary>Sends <paramref name="signal"/> to redis-server (e.g. SIGSTOP/SIGCONT); false when it is not running.</summary>
+    public bool Signal(int signal) => running && Signals.Send(process, signal);
+
+    /// <summary>
+    /// Stops redis-server with <paramref name="signal"/> (SIGKILL: a crash) and waits for it to end; it starts again, empty
+    /// (no persistence), with <see cref="StartAgainAsync"/>. For fault tests.
+    /// </summary>
+    public async Task StopAsync(int signal)
     {
+        if (!running)
+        {
+            return;
+        }
+
+        running = false;
         exitRegistration.Dispose();
         watchdog.Dispose();
-        await Signals.StopAsync(process, Signals.Terminate, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        await Signals.StopAsync(process, signal, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+    }
+
+    /// <summary>Starts the stopped server again with the same arguments and port, and waits until it answers PING.</summary>
+    public async Task StartAgainAsync(CancellationToken cancellationToken)
+    {
+        if (running)
+        {
+            throw new InvalidOperationException("redis-server is running.");
+        }
+
+        process.Dispose();
+        output = new OutputBuffer();
+        process = ChildProcess.Start(command, rootDirectory, output);
+        (watchdog, exitRegistration) = Guard(process);
+        running = true;
+        await WaitUntilReadyAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private (Watchdog Watchdog, IDisposable ExitRegistration) Guard(Process server)
+    {
+        var guard = Watchdog.Start(server, "TERM", rootDirectory);
+        var registration = ExitCleanup.Register(() =>
+        {
+            if (guard.IsActive)
+            {
+                guard.Trigger();
+                return;
+            }
+
+            Signals.Stop(server, Signals.Terminate, TimeSpan.FromSeconds(5));
+            LocalPostgres.TryDeleteDirectory(rootDirectory);
+        });
+        return (guard, registration);
+    }
+
+    private async Task StopProcessAsync()
+    {
+        await StopAsync(Signals.Terminate).ConfigureAwait(false);
         process.Dispose();
     }
 

@@ -48,6 +48,10 @@ internal sealed partial class MeteringClient(
             outage.Succeeded();
             return new CheckResult { Allowed = false };
         }
+        catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancellationToken);
+        }
         catch (RpcException ex)
         {
             // Metering did not decide (unreachable, too slow, refusing the caller): the fail policy decides, visibly.
@@ -88,6 +92,10 @@ internal sealed partial class MeteringClient(
             outage.Succeeded();
             return ProtoMapping.FromProto(response);
         }
+        catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancellationToken);
+        }
         catch (RpcException ex)
         {
             Observe(ex);
@@ -105,6 +113,10 @@ internal sealed partial class MeteringClient(
             var response = await Grpc.GetRemainingAsync(proto, deadline: Deadline(Options.TrackTimeout), cancellationToken: cancellationToken).ConfigureAwait(false);
             outage.Succeeded();
             return ProtoMapping.FromProto(response);
+        }
+        catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancellationToken);
         }
         catch (RpcException ex)
         {
@@ -128,6 +140,10 @@ internal sealed partial class MeteringClient(
         {
             outage.Succeeded();
             throw MeteringException.From(ex);
+        }
+        catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancellationToken);
         }
         catch (RpcException ex)
         {

@@ -43,7 +43,6 @@ public static class MeteringClientServiceCollectionExtensions
                 var options = sp.GetRequiredService<IOptions<MeteringClientOptions>>().Value;
                 channel.ServiceConfig = new ServiceConfig { MethodConfigs = { IdempotentCallsRetry(options.MaxAttempts) } };
                 channel.MaxRetryAttempts = options.MaxAttempts;
-                channel.ThrowOperationCanceledOnCancellation = true;
 
                 // The key is sent over plaintext h2c too (local and in-cluster traffic); use https:// elsewhere.
                 channel.UnsafeUseInsecureChannelCallCredentials = true;

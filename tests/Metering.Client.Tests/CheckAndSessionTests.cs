@@ -79,7 +79,11 @@ public sealed class CheckAndSessionTests
             }
         });
         var address = new Uri($"http://127.0.0.1:{((IPEndPoint)silent.LocalEndpoint).Port}");
-        await using var host = await ClientHost.StartAsync(address, configure: options => options.FailPolicies[Analysis] = FailPolicy.Deny);
+        await using var host = await ClientHost.StartAsync(address, configure: options =>
+        {
+            options.CheckTimeout = new MeteringClientOptions().CheckTimeout; // the default, 300 ms
+            options.FailPolicies[Analysis] = FailPolicy.Deny;
+        });
 
         var watch = Stopwatch.StartNew();
         var minutes = await host.Client.CheckAsync(new CheckRequest("hung-1", new Usage(Minutes, 5)));

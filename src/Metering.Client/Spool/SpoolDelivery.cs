@@ -43,18 +43,32 @@ internal sealed partial class SpoolDelivery(
             }
 
             var unreachable = 0;
-            await Parallel.ForEachAsync(
-                batch,
-                new ParallelOptions { MaxDegreeOfParallelism = Parallelism, CancellationToken = stoppingToken },
-                async (record, cancellationToken) =>
-                {
-                    if (!await DeliverAsync(record, cancellationToken).ConfigureAwait(false))
+            try
+            {
+                await Parallel.ForEachAsync(
+                    batch,
+                    new ParallelOptions { MaxDegreeOfParallelism = Parallelism, CancellationToken = stoppingToken },
+                    async (record, cancellationToken) =>
                     {
-                        Interlocked.Increment(ref unreachable);
-                    }
-                }).ConfigureAwait(false);
+                        if (!await DeliverAsync(record, cancellationToken).ConfigureAwait(false))
+                        {
+                            Interlocked.Increment(ref unreachable);
+                        }
+                    }).ConfigureAwait(false);
+                ReportBacklog();
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+#pragma warning disable CA1031 // The worker must outlive any failure (a full disk, a broken file): it logs and tries again.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                LogDeliveryFailed(ex);
+                unreachable++;
+            }
 
-            ReportBacklog();
             if (unreachable == 0)
             {
                 failures = 0;
@@ -175,6 +189,9 @@ internal sealed partial class SpoolDelivery(
             // Stopping.
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Delivering the Metering spool failed; trying again")]
+    private partial void LogDeliveryFailed(Exception exception);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The Metering spool is backing up: {Count} records waiting, the oldest for {OldestAge} ({Path})")]
     private partial void LogBackingUp(long count, TimeSpan oldestAge, string path);

@@ -21,6 +21,12 @@ public interface IMeteringClient
     /// </summary>
     Task<TrackReceipt> TrackAsync(TrackRequest request, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Waits until every record spooled so far has been delivered (e.g. before a short-lived process exits), or until
+    /// <paramref name="cancellationToken"/> ends; true when the spool is empty.
+    /// </summary>
+    Task<bool> FlushAsync(CancellationToken cancellationToken = default);
+
     /// <summary>Records usage and waits for Metering's answer; throws <see cref="MeteringException"/> when it fails.</summary>
     Task<TrackResult> TrackNowAsync(TrackRequest request, CancellationToken cancellationToken = default);
 

@@ -82,6 +82,23 @@ internal sealed partial class MeteringClient(
         return Task.FromResult(Spool(SpoolKind.Track, request.SubjectId, request.IdempotencyKey, proto, now));
     }
 
+    public async Task<bool> FlushAsync(CancellationToken cancellationToken = default)
+    {
+        while (spool.Count() > 0)
+        {
+            try
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(50), clock, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
     public async Task<TrackResult> TrackNowAsync(TrackRequest request, CancellationToken cancellationToken = default)
     {
         Validate(request);

@@ -44,6 +44,9 @@ public static class MeteringClientServiceCollectionExtensions
                 channel.ServiceConfig = new ServiceConfig { MethodConfigs = { IdempotentCallsRetry(options.MaxAttempts) } };
                 channel.MaxRetryAttempts = options.MaxAttempts;
 
+                // After an outage, reconnect within seconds (gRPC's default backoff grows to two minutes).
+                channel.MaxReconnectBackoff = TimeSpan.FromSeconds(5);
+
                 // The key is sent over plaintext h2c too (local and in-cluster traffic); use https:// elsewhere.
                 channel.UnsafeUseInsecureChannelCallCredentials = true;
             })
@@ -56,6 +59,7 @@ public static class MeteringClientServiceCollectionExtensions
 
                 return Task.CompletedTask;
             })
+            .RemoveAllLoggers() // one line per HTTP request is noise; gRPC and this client log what matters
             .ConfigurePrimaryHttpMessageHandler(sp =>
             {
                 var options = sp.GetRequiredService<IOptions<MeteringClientOptions>>().Value;

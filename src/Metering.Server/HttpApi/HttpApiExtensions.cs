@@ -1,4 +1,5 @@
 using System.Globalization;
+using Google.Protobuf.Reflection;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.OpenApi.Models;
 
@@ -6,7 +7,8 @@ namespace Metering.Server.HttpApi;
 
 /// <summary>
 /// HTTP/JSON for web callers: gRPC JSON transcoding of the RPCs annotated with <c>google.api.http</c> in the protos, on
-/// a port of its own (<c>HttpApi:Port</c>, default 8080; 0 turns it off) that speaks HTTP/1.1 and HTTP/2, with the same
+/// a port of its own (<c>HttpApi:Port</c>, default 8080; 0 turns it off) that speaks HTTP/1.1, and HTTP/2 where TLS
+/// negotiates it (ALPN), with the same
 /// authentication, scopes and rate limits as gRPC, and an OpenAPI document at <see cref="OpenApiPath"/>.
 /// </summary>
 internal static class HttpApiExtensions
@@ -18,7 +20,9 @@ internal static class HttpApiExtensions
     public static IServiceCollection AddMeteringHttpApi(this IServiceCollection services, IConfiguration configuration)
     {
         var port = Port(configuration);
-        services.AddGrpc().AddJsonTranscoding();
+        // The error details the service sends (google.rpc.Status details), so that JSON errors carry them too.
+        services.AddGrpc().AddJsonTranscoding(transcoding => transcoding.TypeRegistry = TypeRegistry.FromMessages(
+            Google.Rpc.ErrorInfo.Descriptor, Google.Rpc.BadRequest.Descriptor, Google.Rpc.RetryInfo.Descriptor));
         services.AddGrpcSwagger();
         services.AddSwaggerGen(swagger =>
         {

@@ -6,7 +6,7 @@ CONFIGURATION ?= Release
 ADDRESS ?= http://127.0.0.1:50051
 BUF := node_modules/.bin/buf
 
-.PHONY: help build run test test-unit test-integration migrate api-key lint bench servers-up servers-down clean
+.PHONY: help build run test test-unit test-integration test-client pack migrate api-key lint bench servers-up servers-down clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -25,6 +25,12 @@ test-unit: ## Run the domain unit tests only (no servers needed)
 
 test-integration: $(BUF) ## Run the integration and end-to-end tests only
 	dotnet test tests/Metering.IntegrationTests -c $(CONFIGURATION)
+
+test-client: ## Run the .NET client's tests only (the real server process, PostgreSQL and Redis)
+	dotnet test tests/Metering.Client.Tests -c $(CONFIGURATION)
+
+pack: ## Pack the .NET client library (Metering.Client) into artifacts/packages
+	dotnet pack src/Metering.Client -c $(CONFIGURATION) -o artifacts/packages
 
 migrate: ## Apply the database migrations to ConnectionStrings__Postgres (or the local server) and exit
 	deploy/local/run.sh migrate -c $(CONFIGURATION)

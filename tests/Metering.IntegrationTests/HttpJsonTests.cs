@@ -152,8 +152,8 @@ public sealed class HttpJsonTests
         Assert.Multiple(() =>
         {
             Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
-            Assert.That(paths, Does.Contain("/v1/subjects/{subject_id}/remaining"));
-            Assert.That(paths, Does.Contain("/v1/subjects/{subject_id}:check"));
+            Assert.That(paths, Does.Contain("/v1/subjects/{subjectId}/remaining"));
+            Assert.That(paths, Does.Contain("/v1/subjects/{subjectId}:check"));
             Assert.That(paths, Does.Contain("/v1/plans"));
         });
     }

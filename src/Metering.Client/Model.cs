@@ -185,7 +185,7 @@ public sealed record TrackRequest
 
 /// <summary>What <see cref="IMeteringClient.TrackAsync"/> did with a usage record.</summary>
 /// <param name="IdempotencyKey">The key the record is delivered under.</param>
-/// <param name="Spooled">True when the record is safely in the local spool and will be delivered; false when the spool refused it (full), which is logged and counted.</param>
+/// <param name="Spooled">True when the record is safely in the local spool and will be delivered; false when nothing was spooled: the spool was full (logged and counted), or a session ended with nothing used (its hold was released instead).</param>
 public sealed record TrackReceipt(string IdempotencyKey, bool Spooled);
 
 /// <summary>The service's answer to a usage record sent at once.</summary>

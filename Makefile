@@ -7,7 +7,7 @@ ADDRESS ?= http://127.0.0.1:50051
 BUF := node_modules/.bin/buf
 FAULT_TABLE := TestResults/faults/reliability-table.md
 
-.PHONY: help build run test test-unit test-integration test-faults migrate api-key lint bench servers-up servers-down clean
+.PHONY: help build run test test-unit test-integration test-faults test-client pack migrate api-key lint bench servers-up servers-down clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,6 +33,11 @@ test-faults: ## Fault injection on real processes (PostgreSQL, Redis, two instan
 	  awk -v table=$(FAULT_TABLE) '/<!-- fault-table:start -->/ { print; while ((getline line < table) > 0) print line; skip = 1; next } \
 	    /<!-- fault-table:end -->/ { skip = 0 } !skip { print }' docs/reliability.md > docs/reliability.md.new && mv docs/reliability.md.new docs/reliability.md; \
 	fi; exit $$status
+test-client: ## Run the .NET client's tests only (the real server process, PostgreSQL and Redis)
+	dotnet test tests/Metering.Client.Tests -c $(CONFIGURATION)
+
+pack: ## Pack the .NET client library (Metering.Client) into artifacts/packages
+	dotnet pack src/Metering.Client -c $(CONFIGURATION) -o artifacts/packages
 
 migrate: ## Apply the database migrations to ConnectionStrings__Postgres (or the local server) and exit
 	deploy/local/run.sh migrate -c $(CONFIGURATION)

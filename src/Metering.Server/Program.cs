@@ -1,5 +1,6 @@
 using Metering.Server.Grpc;
 using Metering.Server.Hosting;
+using Metering.Server.HttpApi;
 using Metering.Server.Security;
 
 if (args is ["api-key", .. var apiKeyArguments])
@@ -14,7 +15,8 @@ builder.Services
     .AddMeteringCore(builder.Configuration)
     .AddMeteringPostgres(builder.Configuration)
     .AddMeteringRedis(builder.Configuration)
-    .AddMeteringTelemetry(builder.Configuration);
+    .AddMeteringTelemetry(builder.Configuration)
+    .AddMeteringHttpApi(builder.Configuration);
 
 var app = builder.Build();
 
@@ -32,6 +34,9 @@ if (!app.Services.GetRequiredService<CallerRegistry>().HasCallers && !app.Enviro
 }
 
 await StorageInitializer.InitializeAsync(app.Services, app.Lifetime.ApplicationStopping);
+
+app.ListenForHttpApi();
+app.MapMeteringOpenApi();
 
 app.UseMeteringSecurity();
 app.MapGrpcService<MeteringGrpcService>().RequireAdminScopeUnlessNamed();

@@ -12,7 +12,8 @@ namespace Metering.Server.Grpc;
 /// <summary>
 /// Reads the request of every unary Metering RPC before gRPC does, and answers a malformed one itself:
 /// a broken length-prefixed frame, a bad compression, or bytes that are not the method's protobuf message are
-/// INVALID_ARGUMENT, a message over <see cref="MaxMessageSize"/> is RESOURCE_EXHAUSTED. Without it, ASP.NET Core gRPC
+/// INVALID_ARGUMENT, a message over <see cref="MaxMessageSize"/> is RESOURCE_EXHAUSTED. Only requests with a gRPC
+/// content type are checked: HTTP/JSON requests are not gRPC frames. Without it, ASP.NET Core gRPC
 /// answers such requests INTERNAL or UNKNOWN, as if the service had failed. The checked bytes are handed on unchanged.
 /// </summary>
 internal sealed class RequestFrameValidation(RequestDelegate next)
@@ -28,7 +29,9 @@ internal sealed class RequestFrameValidation(RequestDelegate next)
 
     public async Task InvokeAsync(HttpContext context)
     {
-        if (!HttpMethods.IsPost(context.Request.Method) || !Parsers.TryGetValue(context.Request.Path.Value ?? string.Empty, out var parser))
+        if (!HttpMethods.IsPost(context.Request.Method)
+            || !IsGrpc(context.Request.ContentType)
+            || !Parsers.TryGetValue(context.Request.Path.Value ?? string.Empty, out var parser))
         {
             await next(context);
             return;
@@ -49,6 +52,13 @@ internal sealed class RequestFrameValidation(RequestDelegate next)
         context.Request.Body = new MemoryStream(body, writable: false);
         await next(context);
     }
+
+    /// <summary>
+    /// Only gRPC bodies are frames. HTTP/JSON calls (transcoded, on their own routes) are parsed by JSON transcoding, and
+    /// any other content type on a gRPC route is refused by ASP.NET Core gRPC itself (415) before the service runs.
+    /// </summary>
+    private static bool IsGrpc(string? contentType) =>
+        contentType is not null && contentType.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
 
     private static string? Check(byte[] body, string encoding, MessageParser parser, out bool tooLarge)
     {

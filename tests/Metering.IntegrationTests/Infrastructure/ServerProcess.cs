@@ -6,7 +6,7 @@ namespace Metering.IntegrationTests.Infrastructure;
 /// <summary>
 /// The real server as a child process, for end-to-end tests: <c>dotnet &lt;dll&gt; --urls http(s)://127.0.0.1:&lt;free port&gt;</c>,
 /// started in the dll's folder (the content root, so its appsettings*.json are used) with the test host's environment plus
-/// the given variables (and ASPNETCORE_ENVIRONMENT=Development unless given). Its stdout and stderr are kept in
+/// the given variables (and ASPNETCORE_ENVIRONMENT=Development and HttpApi__Port=0, no HTTP/JSON port, unless given). Its stdout and stderr are kept in
 /// <see cref="Output"/>. Disposing kills the process tree; a ProcessExit hook and a watchdog (Unix) kill it too if the
 /// test host ends without disposing it. Note that a plaintext gRPC endpoint must be HTTP/2-only
 /// (Kestrel EndpointDefaults Protocols = Http2, e.g. environment Kestrel__EndpointDefaults__Protocols=Http2) for h2c clients.
@@ -70,21 +70,43 @@ public sealed class ServerProcess : IAsyncDisposable
         }
 
         return await FreePortStart.StartAsync(
-            port =>
-            {
-                var variables = new Dictionary<string, string> { ["ASPNETCORE_ENVIRONMENT"] = "Development" };
-                foreach (var (key, value) in environment)
-                {
-                    variables[key] = value;
-                }
-
-                var output = new OutputBuffer(4 * 1024 * 1024);
-                var url = $"{scheme}://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
-                var process = ChildProcess.Start([DotnetHost(), dll, "--urls", url], Path.GetDirectoryName(dll)!, output, variables);
-                return new ServerProcess(process, output, port, scheme);
-            },
+            port => Launch(dll, port, environment, scheme),
             server => server.WaitForPortAsync(ct),
             server => server.DisposeAsync().AsTask()).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Starts the server on a given port, e.g. again on the port of one that was killed, so that its clients find it at
+    /// the same address; waits as <see cref="StartAsync(string, IReadOnlyDictionary{string, string}, CancellationToken, string)"/> does.
+    /// </summary>
+    public static async Task<ServerProcess> StartOnPortAsync(string serverDllPath, int port, IReadOnlyDictionary<string, string> environment, CancellationToken ct = default, string scheme = "http")
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        var server = Launch(Path.GetFullPath(serverDllPath), port, environment, scheme);
+        try
+        {
+            await server.WaitForPortAsync(ct).ConfigureAwait(false);
+            return server;
+        }
+        catch
+        {
+            await server.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static ServerProcess Launch(string dll, int port, IReadOnlyDictionary<string, string> environment, string scheme)
+    {
+        var variables = new Dictionary<string, string> { ["ASPNETCORE_ENVIRONMENT"] = "Development", ["HttpApi__Port"] = "0" };
+        foreach (var (key, value) in environment)
+        {
+            variables[key] = value;
+        }
+
+        var output = new OutputBuffer(4 * 1024 * 1024);
+        var url = $"{scheme}://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
+        var process = ChildProcess.Start([DotnetHost(), dll, "--urls", url], Path.GetDirectoryName(dll)!, output, variables);
+        return new ServerProcess(process, output, port, scheme);
     }
 
     /// <summary>Kills the server's process tree and waits (up to 10 s) for it to end.</summary>

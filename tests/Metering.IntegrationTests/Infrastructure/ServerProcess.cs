@@ -6,10 +6,9 @@ namespace Metering.IntegrationTests.Infrastructure;
 /// <summary>
 /// The real server as a child process, for end-to-end tests: <c>dotnet &lt;dll&gt; --urls http(s)://127.0.0.1:&lt;free port&gt;</c>,
 /// started in the dll's folder (the content root, so its appsettings*.json are used) with the test host's environment plus
-/// the given variables (and ASPNETCORE_ENVIRONMENT=Development unless given). Its stdout and stderr are kept in
+/// the given variables (and ASPNETCORE_ENVIRONMENT=Development and Metrics__Port=0 unless given). Its stdout and stderr are kept in
 /// <see cref="Output"/>. Disposing kills the process tree; a ProcessExit hook and a watchdog (Unix) kill it too if the
-/// test host ends without disposing it. Note that a plaintext gRPC endpoint must be HTTP/2-only
-/// (Kestrel EndpointDefaults Protocols = Http2, e.g. environment Kestrel__EndpointDefaults__Protocols=Http2) for h2c clients.
+/// test host ends without disposing it. The server makes its gRPC endpoint HTTP/2-only itself, as h2c clients need.
 /// </summary>
 public sealed class ServerProcess : IAsyncDisposable
 {
@@ -49,6 +48,27 @@ public sealed class ServerProcess : IAsyncDisposable
     /// <summary>Process id of the server (the dotnet host).</summary>
     public int ProcessId => process.Id;
 
+    /// <summary>The exit code once the process has ended.</summary>
+    public int ExitCode => process.ExitCode;
+
+    /// <summary>Waits for the process to end by itself (e.g. after <see cref="Signals.Terminate"/>); false when it did not within <paramref name="timeout"/>.</summary>
+    public async Task<bool> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var source = new CancellationTokenSource(timeout);
+        try
+        {
+            await process.WaitForExitAsync(source.Token).ConfigureAwait(false);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Sends a POSIX signal (e.g. <see cref="Signals.Terminate"/>) to the server.</summary>
+    public bool Signal(int signal) => Signals.Send(process, signal);
+
     /// <summary>True once the server process has ended.</summary>
     public bool HasExited => process.HasExited;
 
@@ -72,7 +92,8 @@ public sealed class ServerProcess : IAsyncDisposable
         return await FreePortStart.StartAsync(
             port =>
             {
-                var variables = new Dictionary<string, string> { ["ASPNETCORE_ENVIRONMENT"] = "Development" };
+                // The metrics listener is off unless the test asks for it (Metrics__Port), so that servers run side by side.
+                var variables = new Dictionary<string, string> { ["ASPNETCORE_ENVIRONMENT"] = "Development", ["Metrics__Port"] = "0" };
                 foreach (var (key, value) in environment)
                 {
                     variables[key] = value;

@@ -93,6 +93,12 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
             };
             db.Subscriptions.Add(row);
         }
+        else if (row.PlanId == planId && row.BillingAnchorDay == calendar.BillingAnchorDay && row.TimeZone == calendar.TimeZone)
+        {
+            // Nothing changes: no new version, no history entry.
+            await transaction.RollbackAsync(cancellationToken);
+            return new SubscriptionChange(ToDomain(row), null);
+        }
         else
         {
             calendarChanged = row.BillingAnchorDay != calendar.BillingAnchorDay || row.TimeZone != calendar.TimeZone;

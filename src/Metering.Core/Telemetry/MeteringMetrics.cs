@@ -77,7 +77,7 @@ public sealed class MeteringMetrics
         meter.CreateObservableGauge(
             "metering.outbox.backlog", () => Volatile.Read(ref _outboxBacklog), unit: "{change}", description: "Ledger changes not yet applied to the Redis counters.");
         meter.CreateObservableGauge(
-            "metering.degraded", () => Volatile.Read(ref _degraded), unit: "1", description: "1 while the service answers without Redis (degraded mode), else 0.");
+            "metering.degraded", () => Volatile.Read(ref _degraded), description: "1 while the service answers without Redis (degraded mode), else 0.");
         _rateLimited = meter.CreateCounter<long>(
             "metering.calls.rate_limited", unit: "{call}", description: "Calls refused because the caller was over its request rate, by caller.");
         _unauthenticated = meter.CreateCounter<long>(

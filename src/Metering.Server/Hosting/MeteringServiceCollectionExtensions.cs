@@ -124,7 +124,7 @@ internal static class MeteringServiceCollectionExtensions
                 metrics.AddAspNetCoreInstrumentation().AddMeter(MeteringMetrics.MeterName);
                 if (ServerHosting.MetricsPort(configuration) > 0)
                 {
-                    metrics.AddPrometheusExporter();
+                    metrics.AddPrometheusExporter(prometheus => prometheus.ScrapeResponseCacheDurationMilliseconds = 0);
                 }
             });
         if (!string.IsNullOrEmpty(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))

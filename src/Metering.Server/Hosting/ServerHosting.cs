@@ -56,19 +56,31 @@ internal static class ServerHosting
     /// <summary>The port of the Prometheus scrape endpoint, 0 when off (<c>Metrics:Port</c>).</summary>
     public static int MetricsPort(IConfiguration configuration) => configuration.GetValue("Metrics:Port", DefaultMetricsPort);
 
+    /// <summary>
+    /// The addresses to listen on: ASPNETCORE_URLS / --urls when given, else port 50051 (127.0.0.1 in Development,
+    /// 0.0.0.0 elsewhere, e.g. in a container); plus the metrics port on the same host. Null when Kestrel:Endpoints is
+    /// configured: it replaces both (configure the metrics endpoint there too).
+    /// </summary>
+    public static string? Addresses(IConfiguration configuration, bool development)
+    {
+        if (configuration.GetSection("Kestrel:Endpoints").GetChildren().Any())
+        {
+            return null;
+        }
+
+        var host = development ? "127.0.0.1" : "0.0.0.0";
+        var metricsPort = MetricsPort(configuration);
+        var grpc = configuration[WebHostDefaults.ServerUrlsKey] is { Length: > 0 } urls ? urls : $"http://{host}:{DefaultGrpcPort}";
+        return metricsPort > 0 ? $"{grpc};http://{host}:{metricsPort}" : grpc;
+    }
+
     public static WebApplicationBuilder ConfigureMeteringServer(this WebApplicationBuilder builder)
     {
         var configuration = builder.Configuration;
-        var development = builder.Environment.IsDevelopment();
         var metricsPort = MetricsPort(configuration);
-        var host = development ? "127.0.0.1" : "0.0.0.0";
-
-        // Addresses: ASPNETCORE_URLS / --urls when given, else 50051; plus the metrics port. Kestrel:Endpoints, when
-        // configured, replaces both (then configure the metrics endpoint there too).
-        if (!configuration.GetSection("Kestrel:Endpoints").GetChildren().Any())
+        if (Addresses(configuration, builder.Environment.IsDevelopment()) is { } addresses)
         {
-            var grpc = configuration[WebHostDefaults.ServerUrlsKey] is { Length: > 0 } urls ? urls : $"http://{host}:{DefaultGrpcPort}";
-            builder.WebHost.UseUrls(metricsPort > 0 ? $"{grpc};http://{host}:{metricsPort}" : grpc);
+            builder.WebHost.UseUrls(addresses);
         }
 
         // gRPC needs HTTP/2 (plaintext h2c only works on an HTTP/2-only endpoint); Prometheus scrapes over HTTP/1.1.

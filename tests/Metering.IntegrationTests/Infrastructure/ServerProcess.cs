@@ -79,7 +79,8 @@ public sealed class ServerProcess : IAsyncDisposable
     /// Starts the server and waits (up to 60 s) until its port accepts TCP connections. <paramref name="scheme"/> "https"
     /// makes it listen with TLS (the environment must then configure a certificate, e.g. Kestrel__Certificates__Default__Path).
     /// </summary>
-    public static async Task<ServerProcess> StartAsync(string serverDllPath, IReadOnlyDictionary<string, string> environment, CancellationToken ct = default, string scheme = "http")
+    /// <param name="workingDirectory">The folder to start in; the dll's folder when null.</param>
+    public static async Task<ServerProcess> StartAsync(string serverDllPath, IReadOnlyDictionary<string, string> environment, CancellationToken ct = default, string scheme = "http", string? workingDirectory = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(serverDllPath);
         ArgumentNullException.ThrowIfNull(environment);
@@ -101,11 +102,23 @@ public sealed class ServerProcess : IAsyncDisposable
 
                 var output = new OutputBuffer(4 * 1024 * 1024);
                 var url = $"{scheme}://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
-                var process = ChildProcess.Start([DotnetHost(), dll, "--urls", url], Path.GetDirectoryName(dll)!, output, variables);
+                var process = ChildProcess.Start([DotnetHost(), dll, "--urls", url], workingDirectory ?? Path.GetDirectoryName(dll)!, output, variables);
                 return new ServerProcess(process, output, port, scheme);
             },
             server => server.WaitForPortAsync(ct),
             server => server.DisposeAsync().AsTask()).ConfigureAwait(false);
+    }
+
+    /// <summary>Runs the server dll with <paramref name="arguments"/> to its end (e.g. <c>migrate</c>, or a start that must fail), in <paramref name="workingDirectory"/>.</summary>
+    internal static async Task<CommandResult> RunToEndAsync(string serverDllPath, IReadOnlyList<string> arguments, IReadOnlyDictionary<string, string> environment, string workingDirectory, TimeSpan timeout)
+    {
+        var variables = new Dictionary<string, string> { ["ASPNETCORE_ENVIRONMENT"] = "Development", ["Metrics__Port"] = "0" };
+        foreach (var (key, value) in environment)
+        {
+            variables[key] = value;
+        }
+
+        return await Commands.RunAsync(DotnetHost(), arguments.Prepend(Path.GetFullPath(serverDllPath)), timeout, CancellationToken.None, workingDirectory, variables).ConfigureAwait(false);
     }
 
     /// <summary>Kills the server's process tree and waits (up to 10 s) for it to end.</summary>

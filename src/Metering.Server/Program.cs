@@ -9,6 +9,11 @@ if (args is ["api-key", .. var apiKeyArguments])
     return ApiKeyCommand.Run(apiKeyArguments, Console.Out, Console.Error);
 }
 
+if (args is ["health", .. var healthArguments])
+{
+    return await HealthCommand.RunAsync(healthArguments, Console.Out);
+}
+
 try
 {
     var builder = WebApplication.CreateBuilder(ServerHosting.Options(args));

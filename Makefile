@@ -49,13 +49,13 @@ PUBLISH_DIR ?= artifacts/publish/metering
 TARBALL ?= artifacts/metering-linux-x64.tar.gz
 IMAGE ?= metering:dev
 
-publish: ## Self-contained release build (linux-x64) and its tarball: $(TARBALL)
+publish: ## Self-contained release build (linux-x64) and its tarball in artifacts/
 	rm -rf $(PUBLISH_DIR)
 	deploy/publish.sh $(PUBLISH_DIR)
 	tar -C $(dir $(PUBLISH_DIR)) -czf $(TARBALL) $(notdir $(PUBLISH_DIR))
 	@echo "$(TARBALL): run ./metering/Metering.Server (needs no .NET install)"
 
-image: ## Build the container image $(IMAGE) (needs a container engine: docker or podman)
+image: ## Build the container image metering:dev (IMAGE=...; needs a container engine: docker or podman)
 	$(or $(shell command -v docker 2>/dev/null),$(shell command -v podman 2>/dev/null),$(error no docker or podman found)) \
 	  build -f deploy/docker/Dockerfile -t $(IMAGE) .
 

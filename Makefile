@@ -7,7 +7,7 @@ ADDRESS ?= http://127.0.0.1:50051
 BUF := node_modules/.bin/buf
 FAULT_TABLE := TestResults/faults/reliability-table.md
 
-.PHONY: help build run test test-unit test-integration test-faults test-client pack migrate api-key lint bench servers-up servers-down clean
+.PHONY: help build run test test-unit test-integration test-faults test-client pack migrate api-key lint bench servers-up servers-down clean publish image smoke-publish deploy-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -57,6 +57,26 @@ servers-down: ## Stop the local PostgreSQL and Redis
 
 bench: ## Measure the hot and write paths on real servers, as ratios to bare Redis and PostgreSQL round trips
 	dotnet run -c Release --project bench/Metering.Benchmarks
+
+PUBLISH_DIR ?= artifacts/publish/metering
+TARBALL ?= artifacts/metering-linux-x64.tar.gz
+IMAGE ?= metering:dev
+
+publish: ## Self-contained release build (linux-x64) and its tarball in artifacts/
+	rm -rf $(PUBLISH_DIR)
+	deploy/publish.sh $(PUBLISH_DIR)
+	tar -C $(dir $(PUBLISH_DIR)) -czf $(TARBALL) $(notdir $(PUBLISH_DIR))
+	@echo "$(TARBALL): run ./metering/Metering.Server (needs no .NET install)"
+
+image: ## Build the container image metering:dev (IMAGE=...; needs a container engine: docker or podman)
+	$(or $(shell command -v docker 2>/dev/null),$(shell command -v podman 2>/dev/null),$(error no docker or podman found)) \
+	  build -f deploy/docker/Dockerfile -t $(IMAGE) .
+
+smoke-publish: $(BUF) publish ## Start the published tarball on local PostgreSQL and Redis: migrate, health, one CheckLimit, SIGTERM
+	deploy/ci/smoke-publish.sh $(TARBALL)
+
+deploy-check: $(BUF) ## Render the Kustomize overlays and check them, the compose file and the dashboard against their schemas (offline)
+	node deploy/ci/check-deploy.mjs
 
 clean: ## Remove build output
 	dotnet clean Metering.sln -c $(CONFIGURATION)

@@ -99,6 +99,7 @@ public class HotPathBenchmarks
         protected override void ConfigureWebHost(IWebHostBuilder builder)
         {
             builder.UseEnvironment("Benchmark");
+            builder.UseSetting("Metering:MigrateOnStart", "true");
             builder.UseSetting("ConnectionStrings:Postgres", postgres);
             builder.UseSetting("ConnectionStrings:Redis", redis);
             builder.UseSetting("Logging:LogLevel:Default", "Warning");

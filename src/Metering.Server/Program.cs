@@ -2,53 +2,79 @@ using Metering.Server.Grpc;
 using Metering.Server.Hosting;
 using Metering.Server.HttpApi;
 using Metering.Server.Security;
+using Metering.Server.Telemetry;
+using Microsoft.Extensions.Options;
 
 if (args is ["api-key", .. var apiKeyArguments])
 {
     return ApiKeyCommand.Run(apiKeyArguments, Console.Out, Console.Error);
 }
 
-var builder = WebApplication.CreateBuilder(args);
-builder.Services
-    .AddMeteringGrpc()
-    .AddMeteringSecurity()
-    .AddMeteringCore(builder.Configuration)
-    .AddMeteringPostgres(builder.Configuration)
-    .AddMeteringRedis(builder.Configuration)
-    .AddMeteringTelemetry(builder.Configuration)
-    .AddMeteringHttpApi(builder.Configuration);
-
-var app = builder.Build();
-
-if (args.Contains("migrate"))
+if (args is ["health", .. var healthArguments])
 {
-    await StorageInitializer.MigrateAsync(app.Services, CancellationToken.None);
+    return await HealthCommand.RunAsync(healthArguments, Console.Out);
+}
+
+try
+{
+    var builder = WebApplication.CreateBuilder(ServerHosting.Options(args));
+    builder.ConfigureMeteringServer();
+    builder.Services
+        .AddMeteringGrpc()
+        .AddMeteringSecurity()
+        .AddMeteringCore(builder.Configuration)
+        .AddMeteringPostgres(builder.Configuration)
+        .AddMeteringRedis(builder.Configuration)
+        .AddMeteringTelemetry(builder.Configuration)
+        .AddMeteringHttpApi(builder.Configuration);
+
+    var app = builder.Build();
+    app.Services.GetRequiredService<IStartupValidator>().Validate();
+
+    if (args.Contains("migrate"))
+    {
+        await StorageInitializer.MigrateAsync(app.Services, seed: true, CancellationToken.None);
+        return 0;
+    }
+
+    if (!app.Services.GetRequiredService<CallerRegistry>().HasCallers && !app.Environment.IsDevelopment())
+    {
+        return StartupFailure.ConfigurationError(
+            $"Metering refuses to start: no API keys are configured (Auth:ApiKeys, Auth:ApiKeysFile or Auth:ClientCertificates), so every call would be refused; create one with 'make api-key' (environment: {app.Environment.EnvironmentName}).");
+    }
+
+    await StorageInitializer.InitializeAsync(app.Services, app.MigrateOnStart(), app.Lifetime.ApplicationStopping);
+
+    app.ListenForHttpApi();
+    app.MapMeteringOpenApi();
+
+    app.UseMiddleware<RpcMetricsMiddleware>();
+    app.UseMeteringSecurity();
+    app.MapGrpcService<MeteringGrpcService>().RequireAdminScopeUnlessNamed();
+    app.MapGrpcService<AdminGrpcService>().RequireAdminScopeUnlessNamed();
+    app.MapGrpcHealthChecksService();
+    if (app.Configuration.GetValue("Metering:EnableReflection", true))
+    {
+        app.MapGrpcReflectionService();
+    }
+
+    app.MapMeteringMetrics();
+
+    await app.RunAsync();
     return 0;
 }
-
-if (!app.Services.GetRequiredService<CallerRegistry>().HasCallers && !app.Environment.IsDevelopment())
+catch (OptionsValidationException ex)
 {
-    await Console.Error.WriteLineAsync(
-        $"Metering refuses to start: no API keys are configured (Auth:ApiKeys, Auth:ApiKeysFile or Auth:ClientCertificates), so every call would be refused; create one with 'make api-key' (environment: {app.Environment.EnvironmentName}).");
-    return 1;
+    return StartupFailure.ConfigurationError($"Metering cannot start: {string.Join("; ", ex.Failures)}.");
 }
-
-await StorageInitializer.InitializeAsync(app.Services, app.Lifetime.ApplicationStopping);
-
-app.ListenForHttpApi();
-app.MapMeteringOpenApi();
-
-app.UseMeteringSecurity();
-app.MapGrpcService<MeteringGrpcService>().RequireAdminScopeUnlessNamed();
-app.MapGrpcService<AdminGrpcService>().RequireAdminScopeUnlessNamed();
-app.MapGrpcHealthChecksService();
-if (app.Configuration.GetValue("Metering:EnableReflection", true))
+catch (InvalidOperationException ex) when (ex.InnerException is FormatException or OverflowException or ArgumentException)
 {
-    app.MapGrpcReflectionService();
+    return StartupFailure.ConfigurationError($"Metering cannot start: {ex.Message} {ex.InnerException.Message}");
 }
-
-await app.RunAsync();
-return 0;
+catch (StartupException ex)
+{
+    return StartupFailure.ConfigurationError($"Metering cannot start: {ex.Message}");
+}
 
 /// <summary>Entry point; public so that tests can host the service in process.</summary>
 public partial class Program;

@@ -93,6 +93,14 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
             };
             db.Subscriptions.Add(row);
         }
+        else if (row.PlanId == planId && row.BillingAnchorDay == calendar.BillingAnchorDay && row.TimeZone == calendar.TimeZone)
+        {
+            // Nothing changes: no new version, no history entry. It may be the retry of a change whose cache write or
+            // fence failed, so it still fences and queues the subscription for the cache.
+            var again = await FenceAndQueueAsync(db, subjectId, cancellationToken);
+            await transaction.CommitAsync(cancellationToken);
+            return new SubscriptionChange(ToDomain(row), again);
+        }
         else
         {
             calendarChanged = row.BillingAnchorDay != calendar.BillingAnchorDay || row.TimeZone != calendar.TimeZone;
@@ -125,15 +133,22 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
                 .ExecuteDeleteAsync(cancellationToken);
         }
 
-        // Drawn on every save, not only on a calendar change: a retry after a fence that failed to reach the cache
-        // sees an unchanged calendar, and must still fence.
+        var fence = await FenceAndQueueAsync(db, subjectId, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return new SubscriptionChange(ToDomain(row), fence);
+    }
+
+    /// <summary>
+    /// Draws the counter fence and queues the subscription for the shared cache. On every save, not only on a calendar
+    /// change: a retry after a fence that failed to reach the cache sees an unchanged calendar, and must still fence.
+    /// </summary>
+    private static async Task<long> FenceAndQueueAsync(MeteringDbContext db, string subjectId, CancellationToken cancellationToken)
+    {
         var fence = (await db.Database
             .SqlQuery<long>($"SELECT nextval('usage_total_versions') AS \"Value\"")
             .ToListAsync(cancellationToken))[0];
         await db.Database.ExecuteSqlAsync($"INSERT INTO counter_outbox (kind, subject_id) VALUES ('subscription', {subjectId})", cancellationToken);
-
-        await transaction.CommitAsync(cancellationToken);
-        return new SubscriptionChange(ToDomain(row), fence);
+        return fence;
     }
 
     private static Subscription ToDomain(SubscriptionRow row) => new(

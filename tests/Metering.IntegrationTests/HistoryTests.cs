@@ -164,6 +164,23 @@ public sealed class HistoryTests : ServiceTest
         });
     }
 
+    [Test]
+    public async Task SetSubscription_WithUnchangedValues_RecordsNoChange()
+    {
+        var subject = await SubscribeAsync("pro", anchorDay: 15, timeZone: "Europe/Berlin");
+        Host.Clock.Advance(TimeSpan.FromSeconds(1));
+
+        var again = await Admin.SetSubscriptionAsync(new SetSubscriptionRequest { SubjectId = subject, PlanId = "pro", BillingAnchorDay = 15, TimeZone = "Europe/Berlin" });
+        var changes = (await Admin.ListSubscriptionChangesAsync(new ListSubscriptionChangesRequest { SubjectId = subject })).Changes;
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(changes, Has.Count.EqualTo(1), "the repeated call is no change");
+            Assert.That(again.Subscription.PlanId, Is.EqualTo("pro"));
+            Assert.That(again.Subscription.BillingAnchorDay, Is.EqualTo(15));
+        });
+    }
+
     private async Task<List<UsageEvent>> ReadAllAsync(ListUsageEventsRequest request)
     {
         var events = new List<UsageEvent>();

@@ -1,6 +1,7 @@
 using Metering.Core.Catalog;
 using Metering.Core.Errors;
 using Metering.Core.Ports;
+using Metering.Core.Telemetry;
 using Microsoft.Extensions.Logging;
 
 namespace Metering.Core.Usage;
@@ -11,7 +12,7 @@ namespace Metering.Core.Usage;
 /// is unavailable, reads follow each usage type's <see cref="DegradedPolicy"/>. The cache never decides a grant: holds
 /// and enforced events are decided by the ledger.
 /// </summary>
-public sealed partial class CounterCache(ICounterStore counters, IUsageLedger ledger, ILogger<CounterCache> logger)
+public sealed partial class CounterCache(ICounterStore counters, IUsageLedger ledger, MeteringMetrics metrics, ILogger<CounterCache> logger)
 {
     private const int MaxRebuilds = 3;
 
@@ -105,6 +106,7 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
 
             var totals = await ledger.GetTotalsAsync(result.Missing, cancellationToken);
             await counters.ApplyAsync(totals, cancellationToken);
+            metrics.CountersRebuilt(totals.Count, "missing");
         }
     }
 

@@ -4,6 +4,7 @@ using Metering.Core.Catalog;
 using Metering.Core.History;
 using Metering.Core.Ports;
 using Metering.Core.Subscriptions;
+using Metering.Core.Telemetry;
 using Metering.Core.Usage;
 using Metering.Core.Validation;
 using Metering.Server.Security;
@@ -15,7 +16,7 @@ namespace Metering.Server.Grpc;
 /// metering.v1.AdminService: plans, usage types, subscriptions, corrections, history and diagnostics for ops and
 /// billing. Reads need metering.read, writes metering.admin.
 /// </summary>
-internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, CatalogDirectory catalogs, ICatalogProvider catalog, UsageMeter meter, HistoryReader history, CounterAuditor auditor) : AdminService.AdminServiceBase
+internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, CatalogDirectory catalogs, ICatalogProvider catalog, UsageMeter meter, HistoryReader history, CounterAuditor auditor, MeteringMetrics metrics) : AdminService.AdminServiceBase
 {
     [Authorize(Policy = Scopes.Read)]
     public override async Task<ListPlansResponse> ListPlans(ListPlansRequest request, ServerCallContext context)
@@ -131,6 +132,7 @@ internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, Cata
     public override async Task<ReconcileCountersResponse> ReconcileCounters(ReconcileCountersRequest request, ServerCallContext context)
     {
         var result = await auditor.ReconcileAsync(request.SubjectId, context.CancellationToken);
+        metrics.ReconcileRepaired(result.Repairs.Count);
         return new ReconcileCountersResponse
         {
             SubjectsChecked = result.SubjectsChecked,

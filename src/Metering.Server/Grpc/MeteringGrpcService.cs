@@ -1,5 +1,6 @@
 using Grpc.Core;
 using Metering.Api.V1;
+using Metering.Core.Telemetry;
 using Metering.Core.Usage;
 using Metering.Server.Security;
 using Microsoft.AspNetCore.Authorization;
@@ -8,9 +9,9 @@ namespace Metering.Server.Grpc;
 
 /// <summary>
 /// metering.v1.MeteringService: maps the wire messages and delegates to <see cref="UsageMeter"/>.
-/// Each RPC names the one scope it requires.
+/// Each RPC names the one scope it requires. Records the domain metrics from each use case's result.
 /// </summary>
-internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.MeteringServiceBase
+internal sealed class MeteringGrpcService(UsageMeter meter, MeteringMetrics metrics) : MeteringService.MeteringServiceBase
 {
     [Authorize(Policy = Scopes.Check)]
     public override async Task<CheckLimitResponse> CheckLimit(CheckLimitRequest request, ServerCallContext context)
@@ -18,6 +19,12 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
         var result = await meter.CheckLimitAsync(
             new CheckLimitCommand(request.SubjectId, request.Usage.ToDomain(), request.Reserve, request.ReservationTtl.ToDuration("reservation_ttl"), request.RequestId),
             context.CancellationToken);
+        metrics.RecordDecisions(result.Limits);
+        if (result.ReservationId is not null)
+        {
+            metrics.HoldPlaced();
+        }
+
         return new CheckLimitResponse
         {
             Allowed = result.Allowed,
@@ -46,6 +53,15 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
                 context.CallerName(),
                 !request.HasFinal || request.Final),
             context.CancellationToken);
+        if (!result.Duplicate)
+        {
+            metrics.RecordUsage(request.Usage.Select(u => (u.UsageType, u.Amount)));
+            if (request.ReservationId.Length > 0)
+            {
+                metrics.HoldSettled();
+            }
+        }
+
         return new TrackUsageResponse { Duplicate = result.Duplicate, Limits = { result.Limits.Select(l => l.ToProto()) } };
     }
 
@@ -64,6 +80,14 @@ internal sealed class MeteringGrpcService(UsageMeter meter) : MeteringService.Me
     }
 
     [Authorize(Policy = Scopes.Check)]
-    public override async Task<ReleaseReservationResponse> ReleaseReservation(ReleaseReservationRequest request, ServerCallContext context) =>
-        new() { Released = await meter.ReleaseReservationAsync(request.SubjectId, request.ReservationId, context.CancellationToken) };
+    public override async Task<ReleaseReservationResponse> ReleaseReservation(ReleaseReservationRequest request, ServerCallContext context)
+    {
+        var released = await meter.ReleaseReservationAsync(request.SubjectId, request.ReservationId, context.CancellationToken);
+        if (released)
+        {
+            metrics.HoldReleased();
+        }
+
+        return new ReleaseReservationResponse { Released = released };
+    }
 }

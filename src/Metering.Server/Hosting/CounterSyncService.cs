@@ -1,14 +1,29 @@
 using Metering.Core.Errors;
+using Metering.Core.Telemetry;
 using Metering.Core.Usage;
+using Metering.Storage.Redis;
 
 namespace Metering.Server.Hosting;
 
 /// <summary>
 /// Runs <see cref="CounterSync"/> on every instance: the outbox drained every <c>Metering:OutboxDrainInterval</c>
-/// (so counters follow every commit within a second), holds past their time ended every second.
+/// (so counters follow every commit within a second), holds past their time ended every second. Also reports whether
+/// this instance serves without Redis (the degraded gauge).
 /// </summary>
-internal sealed partial class CounterSyncService(CounterSync sync, IConfiguration configuration, ILogger<CounterSyncService> logger) : BackgroundService
+internal sealed partial class CounterSyncService(
+    CounterSync sync,
+    RedisGuard guard,
+    MeteringMetrics metrics,
+    IConfiguration configuration,
+    ILogger<CounterSyncService> logger) : BackgroundService
 {
+    public override Task StartAsync(CancellationToken cancellationToken)
+    {
+        guard.Degraded += (_, _) => metrics.SetDegraded(true);
+        guard.Recovered += (_, _) => metrics.SetDegraded(false);
+        return base.StartAsync(cancellationToken);
+    }
+
     private static readonly TimeSpan ExpiryInterval = TimeSpan.FromSeconds(1);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -22,7 +37,15 @@ internal sealed partial class CounterSyncService(CounterSync sync, IConfiguratio
             if (DateTimeOffset.UtcNow - lastExpiry >= ExpiryInterval)
             {
                 lastExpiry = DateTimeOffset.UtcNow;
-                await RunAsync(() => sync.ExpireHoldsAsync(stoppingToken), "end expired holds", stoppingToken);
+                await RunAsync(
+                    async () =>
+                    {
+                        var expired = await sync.ExpireHoldsAsync(stoppingToken);
+                        metrics.HoldsExpired(expired);
+                        return expired;
+                    },
+                    "end expired holds",
+                    stoppingToken);
             }
         }
         while (await WaitAsync(timer, stoppingToken));

@@ -2,6 +2,7 @@ using Metering.Core;
 using Metering.Core.Catalog;
 using Metering.Core.Ports;
 using Metering.Core.Subscriptions;
+using Metering.Core.Telemetry;
 using Metering.Core.Usage;
 using Metering.Server.Grpc;
 using Metering.Server.Security;
@@ -39,9 +40,7 @@ internal static class MeteringServiceCollectionExtensions
         // (Information) would repeat it. Its errors (a handler that threw past the interceptor) still show.
         services.AddLogging(logging => logging.AddFilter("Grpc.AspNetCore.Server.ServerCallHandler", LogLevel.Warning));
         services.AddGrpcReflection();
-        services.AddGrpcHealthChecks()
-            .AddCheck<PostgresHealthCheck>("postgres")
-            .AddCheck<RedisHealthCheck>("redis");
+        services.AddMeteringHealthChecks();
         return services;
     }
 
@@ -170,13 +169,25 @@ internal static class MeteringServiceCollectionExtensions
         services.GetRequiredService<IConfiguration>().GetConnectionString(name)
         ?? throw new InvalidOperationException($"ConnectionStrings:{name} is not set (environment: ConnectionStrings__{name}).");
 
-    /// <summary>Traces and metrics through OpenTelemetry; exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.</summary>
+    /// <summary>
+    /// Traces and metrics through OpenTelemetry: metrics scraped by Prometheus on their own port (Metrics:Port) and,
+    /// like traces, exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    /// </summary>
     public static IServiceCollection AddMeteringTelemetry(this IServiceCollection services, IConfiguration configuration)
     {
+        services.AddMetrics();
+        services.AddSingleton<MeteringMetrics>();
         var telemetry = services.AddOpenTelemetry()
             .ConfigureResource(resource => resource.AddService("metering"))
             .WithTracing(tracing => tracing.AddAspNetCoreInstrumentation().AddNpgsql())
-            .WithMetrics(metrics => metrics.AddAspNetCoreInstrumentation());
+            .WithMetrics(metrics =>
+            {
+                metrics.AddAspNetCoreInstrumentation().AddMeter(MeteringMetrics.MeterName);
+                if (ServerHosting.MetricsPort(configuration) > 0)
+                {
+                    metrics.AddPrometheusExporter(prometheus => prometheus.ScrapeResponseCacheDurationMilliseconds = 0);
+                }
+            });
         if (!string.IsNullOrEmpty(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
         {
             telemetry.UseOtlpExporter();
@@ -184,37 +195,16 @@ internal static class MeteringServiceCollectionExtensions
 
         return services;
     }
-}
 
-internal sealed class PostgresHealthCheck(IDbContextFactory<MeteringDbContext> contexts) : IHealthCheck
-{
-    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    /// <summary>GET /metrics (Prometheus text format) on the metrics port only, without an API key.</summary>
+    public static WebApplication MapMeteringMetrics(this WebApplication app)
     {
-        await using var db = await contexts.CreateDbContextAsync(cancellationToken);
-        return await db.Database.CanConnectAsync(cancellationToken)
-            ? HealthCheckResult.Healthy()
-            : HealthCheckResult.Unhealthy("PostgreSQL does not accept connections.");
-    }
-}
-
-internal sealed class RedisHealthCheck(IConnectionMultiplexer redis, RedisGuard guard) : IHealthCheck
-{
-    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
-    {
-        if (guard.ConfigurationError is { } error)
+        var port = ServerHosting.MetricsPort(app.Configuration);
+        if (port > 0)
         {
-            // Redis answers, but refuses Metering's calls (a script error, a wrong type): waiting will not fix it.
-            return HealthCheckResult.Unhealthy($"Redis refuses Metering's calls: {error}");
+            app.MapPrometheusScrapingEndpoint().RequireHost($"*:{port.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
         }
 
-        try
-        {
-            await redis.GetDatabase().PingAsync().WaitAsync(TimeSpan.FromSeconds(2), cancellationToken);
-            return HealthCheckResult.Healthy();
-        }
-        catch (Exception ex) when (ex is RedisException or TimeoutException)
-        {
-            return HealthCheckResult.Unhealthy("Redis does not answer.", ex);
-        }
+        return app;
     }
 }

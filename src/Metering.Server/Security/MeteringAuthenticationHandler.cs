@@ -2,6 +2,7 @@ using System.Security.Claims;
 using System.Text.Encodings.Web;
 using Google.Rpc;
 using Grpc.Core;
+using Metering.Core.Telemetry;
 using Metering.Server.Grpc;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authorization;
@@ -13,13 +14,15 @@ namespace Metering.Server.Security;
 /// Authenticates a call by its <c>authorization: Bearer &lt;api key&gt;</c> metadata or, over mTLS, by its client
 /// certificate. An API key, when sent, decides alone: a wrong key is refused even on a connection with a known
 /// certificate. Challenges and refusals are answered as gRPC statuses (UNAUTHENTICATED, PERMISSION_DENIED).
-/// Neither the key nor its hash is ever logged or echoed.
+/// Neither the key nor its hash is ever logged or echoed. Each refusal is logged once, as one line naming the method and
+/// the caller when known (the base handler's own per-step lines are filtered out, see <see cref="SecurityExtensions"/>).
 /// </summary>
-internal sealed class MeteringAuthenticationHandler(
+internal sealed partial class MeteringAuthenticationHandler(
     IOptionsMonitor<AuthenticationSchemeOptions> options,
     ILoggerFactory logger,
     UrlEncoder encoder,
-    CallerRegistry callers)
+    CallerRegistry callers,
+    MeteringMetrics metrics)
     : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
 {
     public const string SchemeName = "Metering";
@@ -56,6 +59,14 @@ internal sealed class MeteringAuthenticationHandler(
     {
         var result = await Context.AuthenticateAsync(Scheme.Name);
         var why = result.Failure?.Message ?? "no credentials";
+        metrics.CallUnauthenticated(why switch
+        {
+            "no credentials" => "no_credentials",
+            "unknown API key" => "unknown_api_key",
+            "unknown client certificate" => "unknown_client_certificate",
+            _ => "malformed_authorization",
+        });
+        LogUnauthenticated(Refusals, Request.Path, why);
         await GrpcStatusResponse.WriteAsync(
             Context,
             StatusCode.Unauthenticated,
@@ -66,6 +77,7 @@ internal sealed class MeteringAuthenticationHandler(
     protected override Task HandleForbiddenAsync(AuthenticationProperties properties)
     {
         var scope = Context.GetEndpoint()?.Metadata.GetMetadata<IAuthorizeData>()?.Policy ?? "unknown";
+        LogForbidden(Refusals, Request.Path, Context.User.Identity?.Name ?? "", scope);
         return GrpcStatusResponse.WriteAsync(
             Context,
             StatusCode.PermissionDenied,
@@ -77,6 +89,15 @@ internal sealed class MeteringAuthenticationHandler(
                 Metadata = { ["scope"] = scope },
             });
     }
+
+    /// <summary>The category of the one line per refused call.</summary>
+    private ILogger Refusals => Context.RequestServices.GetRequiredService<ILogger<CallerRegistry>>();
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Refused {Method}: UNAUTHENTICATED ({Why})")]
+    private static partial void LogUnauthenticated(ILogger logger, string method, string why);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Refused {Method}: PERMISSION_DENIED, caller '{Caller}' lacks {Scope}")]
+    private static partial void LogForbidden(ILogger logger, string method, string caller, string scope);
 
     private AuthenticateResult Success(Caller caller, string method)
     {

@@ -2,6 +2,7 @@ using System.Threading.RateLimiting;
 using Google.Protobuf.WellKnownTypes;
 using Google.Rpc;
 using Grpc.Core;
+using Metering.Core.Telemetry;
 using Metering.Server.Grpc;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authorization;
@@ -19,6 +20,10 @@ internal static class SecurityExtensions
     public static IServiceCollection AddMeteringSecurity(this IServiceCollection services)
     {
         services.AddSingleton<CallerRegistry>();
+
+        // The authentication handler base logs each step of a refused call (authenticate, then challenge): the handler
+        // logs one line per refusal itself instead.
+        services.AddLogging(logging => logging.AddFilter(typeof(MeteringAuthenticationHandler).FullName, LogLevel.Warning));
         services.AddAuthentication(MeteringAuthenticationHandler.SchemeName)
             .AddScheme<AuthenticationSchemeOptions, MeteringAuthenticationHandler>(MeteringAuthenticationHandler.SchemeName, null);
         services.AddAuthorization(options =>
@@ -55,6 +60,10 @@ internal static class SecurityExtensions
             options.OnRejected = (context, _) =>
             {
                 var retryAfter = context.Lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromSeconds(1);
+                var caller = context.HttpContext.User.Identity?.Name ?? "";
+                var services = context.HttpContext.RequestServices;
+                services.GetRequiredService<MeteringMetrics>().CallRateLimited(caller);
+                RateLimitLog.Refused(services.GetRequiredService<ILogger<CallerRegistry>>(), context.HttpContext.Request.Path, caller);
                 return new ValueTask(GrpcStatusResponse.WriteAsync(
                     context.HttpContext,
                     StatusCode.ResourceExhausted,
@@ -103,4 +112,11 @@ internal static class SecurityExtensions
     /// </summary>
     public static IApplicationBuilder UseMeteringSecurity(this IApplicationBuilder app) =>
         app.UseAuthentication().UseRateLimiter().UseAuthorization().UseMiddleware<RequestFrameValidation>();
+}
+
+/// <summary>The one line per call refused by the rate limit.</summary>
+internal static partial class RateLimitLog
+{
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Refused {Method}: RESOURCE_EXHAUSTED, caller '{Caller}' is over its request rate")]
+    public static partial void Refused(ILogger logger, string method, string caller);
 }

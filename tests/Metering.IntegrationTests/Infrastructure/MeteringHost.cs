@@ -69,6 +69,7 @@ public sealed class MeteringHost : WebApplicationFactory<Program>
             builder.UseSetting(key, value);
         }
 
+        builder.UseSetting("Metering:MigrateOnStart", "true");
         builder.UseSetting("ConnectionStrings:Postgres", _postgres);
         builder.UseSetting("ConnectionStrings:Redis", _redis);
         foreach (var (key, value) in _settings)

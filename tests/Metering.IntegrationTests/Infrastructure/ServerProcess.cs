@@ -6,10 +6,9 @@ namespace Metering.IntegrationTests.Infrastructure;
 /// <summary>
 /// The real server as a child process, for end-to-end tests: <c>dotnet &lt;dll&gt; --urls http(s)://127.0.0.1:&lt;free port&gt;</c>,
 /// started in the dll's folder (the content root, so its appsettings*.json are used) with the test host's environment plus
-/// the given variables (and ASPNETCORE_ENVIRONMENT=Development and HttpApi__Port=0, no HTTP/JSON port, unless given). Its stdout and stderr are kept in
+/// the given variables (and ASPNETCORE_ENVIRONMENT=Development, HttpApi__Port=0 and Metrics__Port=0, no HTTP/JSON or metrics port, unless given). Its stdout and stderr are kept in
 /// <see cref="Output"/>. Disposing kills the process tree; a ProcessExit hook and a watchdog (Unix) kill it too if the
-/// test host ends without disposing it. Note that a plaintext gRPC endpoint must be HTTP/2-only
-/// (Kestrel EndpointDefaults Protocols = Http2, e.g. environment Kestrel__EndpointDefaults__Protocols=Http2) for h2c clients.
+/// test host ends without disposing it. The server makes its gRPC endpoint HTTP/2-only itself, as h2c clients need.
 /// </summary>
 public sealed class ServerProcess : IAsyncDisposable
 {
@@ -49,6 +48,27 @@ public sealed class ServerProcess : IAsyncDisposable
     /// <summary>Process id of the server (the dotnet host).</summary>
     public int ProcessId => process.Id;
 
+    /// <summary>The exit code once the process has ended.</summary>
+    public int ExitCode => process.ExitCode;
+
+    /// <summary>Waits for the process to end by itself (e.g. after <see cref="Signals.Terminate"/>); false when it did not within <paramref name="timeout"/>.</summary>
+    public async Task<bool> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var source = new CancellationTokenSource(timeout);
+        try
+        {
+            await process.WaitForExitAsync(source.Token).ConfigureAwait(false);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Sends a POSIX signal (e.g. <see cref="Signals.Terminate"/>) to the server.</summary>
+    public bool Signal(int signal) => Signals.Send(process, signal);
+
     /// <summary>True once the server process has ended.</summary>
     public bool HasExited => process.HasExited;
 
@@ -59,7 +79,8 @@ public sealed class ServerProcess : IAsyncDisposable
     /// Starts the server and waits (up to 60 s) until its port accepts TCP connections. <paramref name="scheme"/> "https"
     /// makes it listen with TLS (the environment must then configure a certificate, e.g. Kestrel__Certificates__Default__Path).
     /// </summary>
-    public static async Task<ServerProcess> StartAsync(string serverDllPath, IReadOnlyDictionary<string, string> environment, CancellationToken ct = default, string scheme = "http")
+    /// <param name="workingDirectory">The folder to start in; the dll's folder when null.</param>
+    public static async Task<ServerProcess> StartAsync(string serverDllPath, IReadOnlyDictionary<string, string> environment, CancellationToken ct = default, string scheme = "http", string? workingDirectory = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(serverDllPath);
         ArgumentNullException.ThrowIfNull(environment);
@@ -70,7 +91,7 @@ public sealed class ServerProcess : IAsyncDisposable
         }
 
         return await FreePortStart.StartAsync(
-            port => Launch(dll, port, environment, scheme),
+            port => Launch(dll, port, environment, scheme, workingDirectory),
             server => server.WaitForPortAsync(ct),
             server => server.DisposeAsync().AsTask()).ConfigureAwait(false);
     }
@@ -82,7 +103,7 @@ public sealed class ServerProcess : IAsyncDisposable
     public static async Task<ServerProcess> StartOnPortAsync(string serverDllPath, int port, IReadOnlyDictionary<string, string> environment, CancellationToken ct = default, string scheme = "http")
     {
         ArgumentNullException.ThrowIfNull(environment);
-        var server = Launch(Path.GetFullPath(serverDllPath), port, environment, scheme);
+        var server = Launch(Path.GetFullPath(serverDllPath), port, environment, scheme, workingDirectory: null);
         try
         {
             await server.WaitForPortAsync(ct).ConfigureAwait(false);
@@ -95,18 +116,32 @@ public sealed class ServerProcess : IAsyncDisposable
         }
     }
 
-    private static ServerProcess Launch(string dll, int port, IReadOnlyDictionary<string, string> environment, string scheme)
+    /// <summary>Runs the server dll with <paramref name="arguments"/> to its end (e.g. <c>migrate</c>, or a start that must fail), in <paramref name="workingDirectory"/>.</summary>
+    internal static async Task<CommandResult> RunToEndAsync(string serverDllPath, IReadOnlyList<string> arguments, IReadOnlyDictionary<string, string> environment, string workingDirectory, TimeSpan timeout) =>
+        await Commands.RunAsync(DotnetHost(), arguments.Prepend(Path.GetFullPath(serverDllPath)), timeout, CancellationToken.None, workingDirectory, Variables(environment)).ConfigureAwait(false);
+
+    private static ServerProcess Launch(string dll, int port, IReadOnlyDictionary<string, string> environment, string scheme, string? workingDirectory)
     {
-        var variables = new Dictionary<string, string> { ["ASPNETCORE_ENVIRONMENT"] = "Development", ["HttpApi__Port"] = "0" };
+        var variables = Variables(environment);
+        var output = new OutputBuffer(4 * 1024 * 1024);
+        var url = $"{scheme}://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
+        var process = ChildProcess.Start([DotnetHost(), dll, "--urls", url], workingDirectory ?? Path.GetDirectoryName(dll)!, output, variables);
+        return new ServerProcess(process, output, port, scheme);
+    }
+
+    /// <summary>
+    /// The test host's environment for the server: Development, and no HTTP/JSON or metrics port (servers run side by
+    /// side), unless <paramref name="environment"/> says otherwise.
+    /// </summary>
+    private static Dictionary<string, string> Variables(IReadOnlyDictionary<string, string> environment)
+    {
+        var variables = new Dictionary<string, string> { ["ASPNETCORE_ENVIRONMENT"] = "Development", ["HttpApi__Port"] = "0", ["Metrics__Port"] = "0" };
         foreach (var (key, value) in environment)
         {
             variables[key] = value;
         }
 
-        var output = new OutputBuffer(4 * 1024 * 1024);
-        var url = $"{scheme}://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
-        var process = ChildProcess.Start([DotnetHost(), dll, "--urls", url], Path.GetDirectoryName(dll)!, output, variables);
-        return new ServerProcess(process, output, port, scheme);
+        return variables;
     }
 
     /// <summary>Kills the server's process tree and waits (up to 10 s) for it to end.</summary>

@@ -72,7 +72,11 @@ public sealed class ServerProcess : IAsyncDisposable
         return await FreePortStart.StartAsync(
             port =>
             {
-                var variables = new Dictionary<string, string> { ["ASPNETCORE_ENVIRONMENT"] = "Development" };
+                var variables = new Dictionary<string, string>
+                {
+                    ["ASPNETCORE_ENVIRONMENT"] = "Development",
+                    [TestBudgets.RedisOperationTimeoutVariable] = TestBudgets.RedisOperationTimeout,
+                };
                 foreach (var (key, value) in environment)
                 {
                     variables[key] = value;

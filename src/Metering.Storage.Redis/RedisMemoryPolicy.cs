@@ -1,3 +1,4 @@
+using System.Globalization;
 using Microsoft.Extensions.Logging;
 using StackExchange.Redis;
 
@@ -7,8 +8,8 @@ namespace Metering.Storage.Redis;
 /// Reads Redis's <c>maxmemory</c> and <c>maxmemory-policy</c> at start-up and says what they mean for Metering. Every
 /// Metering key in Redis can be rebuilt from PostgreSQL, so any eviction policy is safe; <c>noeviction</c> with a
 /// <c>maxmemory</c> makes writes fail once Redis is full (answered from the ledger, slower), so it earns a warning that
-/// recommends <c>allkeys-lru</c>. A Redis that refuses CONFIG (managed services often do) or does not answer is logged
-/// and start-up goes on.
+/// recommends <c>allkeys-lru</c>. Where CONFIG is refused (managed services often do) the values come from
+/// <c>INFO memory</c>; a Redis that answers neither is logged and start-up goes on.
 /// </summary>
 public static partial class RedisMemoryPolicy
 {
@@ -21,9 +22,7 @@ public static partial class RedisMemoryPolicy
         long maxMemory;
         try
         {
-            var database = redis.GetDatabase();
-            policy = ValueOf(await database.ExecuteAsync("CONFIG", "GET", "maxmemory-policy").WaitAsync(timeout, cancellationToken));
-            maxMemory = long.Parse(ValueOf(await database.ExecuteAsync("CONFIG", "GET", "maxmemory").WaitAsync(timeout, cancellationToken)), System.Globalization.CultureInfo.InvariantCulture);
+            (policy, maxMemory) = await ReadAsync(redis, timeout, cancellationToken);
         }
         catch (Exception ex) when (ex is RedisException or RedisCommandException or TimeoutException or FormatException or InvalidCastException)
         {
@@ -41,6 +40,38 @@ public static partial class RedisMemoryPolicy
         }
 
         return policy;
+    }
+
+    /// <summary>
+    /// CONFIG GET over a short-lived admin connection of its own (the service's connection is not in admin mode); where
+    /// CONFIG is refused (managed services often rename or forbid it), the same two values from <c>INFO memory</c>.
+    /// </summary>
+    private static async Task<(string Policy, long MaxMemory)> ReadAsync(IConnectionMultiplexer redis, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var options = ConfigurationOptions.Parse(redis.Configuration);
+        options.AllowAdmin = true;
+        options.AbortOnConnectFail = true;
+        options.ConnectTimeout = (int)timeout.TotalMilliseconds;
+        options.ConnectRetry = 0;
+        await using var admin = await ConnectionMultiplexer.ConnectAsync(options).WaitAsync(timeout * 2, cancellationToken);
+        var database = admin.GetDatabase();
+        try
+        {
+            var policy = ValueOf(await database.ExecuteAsync("CONFIG", "GET", "maxmemory-policy").WaitAsync(timeout, cancellationToken));
+            var maxMemory = ValueOf(await database.ExecuteAsync("CONFIG", "GET", "maxmemory").WaitAsync(timeout, cancellationToken));
+            return (policy, long.Parse(maxMemory, CultureInfo.InvariantCulture));
+        }
+        catch (RedisServerException ex)
+        {
+            var info = (await database.ExecuteAsync("INFO", "memory").WaitAsync(timeout, cancellationToken)).ToString();
+            var fields = info.Split('\n')
+                .Select(line => line.Trim().Split(':', 2))
+                .Where(pair => pair.Length == 2)
+                .ToDictionary(pair => pair[0], pair => pair[1], StringComparer.Ordinal);
+            return fields.TryGetValue("maxmemory_policy", out var policy) && fields.TryGetValue("maxmemory", out var maxMemory)
+                ? (policy, long.Parse(maxMemory, CultureInfo.InvariantCulture))
+                : throw new FormatException($"CONFIG is refused ({ex.Message}) and INFO memory has no maxmemory_policy.");
+        }
     }
 
     /// <summary>The value of a one-parameter CONFIG GET reply (<c>[name, value]</c>).</summary>

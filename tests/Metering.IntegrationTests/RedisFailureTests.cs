@@ -31,10 +31,7 @@ public sealed class RedisFailureTests
     {
         _redis = await LocalRedis.StartAsync(ServerBinaries.FindRedisServer()!, CancellationToken.None);
         _admin = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString);
-        _host = await MeteringHost.StartAsync(ServiceTest.DefaultStartForTests, settings: new Dictionary<string, string?>
-        {
-            ["ConnectionStrings:Redis"] = _redis.ConnectionString,
-        });
+        _host = await MeteringHost.StartAsync(ServiceTest.DefaultStartForTests, settings: TestBudgets.Shipped(_redis.ConnectionString));
     }
 
     [TearDown]
@@ -204,7 +201,8 @@ public sealed class RedisFailureTests
             Assert.That(refused.Select(r => r.Degraded), Is.All.True, "every call refused by Redis is answered from the ledger");
             Assert.That(errors, Has.Count.EqualTo(1), "one error line for a configuration error, not one per call:\n" + string.Join("\n", errors));
             Assert.That(errors.FirstOrDefault()?.Message, Does.Contain("NOPERM"));
-            Assert.That(whileRefused.Entries["redis"].Status, Is.EqualTo(HealthStatus.Unhealthy), whileRefused.Entries["redis"].Description);
+            Assert.That(whileRefused.Entries["redis"].Status, Is.EqualTo(HealthStatus.Degraded), "reported, but still serving from the ledger: " + whileRefused.Entries["redis"].Description);
+            Assert.That(whileRefused.Entries["redis"].Description, Does.Contain("NOPERM"));
             Assert.That(afterFix.Code, Is.EqualTo(StatusCode.OK), afterFix.Detail);
             Assert.That(healed.Entries["redis"].Status, Is.EqualTo(HealthStatus.Healthy), healed.Entries["redis"].Description);
         });
@@ -215,23 +213,24 @@ public sealed class RedisFailureTests
     {
         await Server.ExecuteAsync("CONFIG", "SET", "maxmemory-policy", "noeviction");
         await Server.ExecuteAsync("CONFIG", "SET", "maxmemory", "100mb");
-        await using var host = await MeteringHost.StartAsync(ServiceTest.DefaultStartForTests, settings: new Dictionary<string, string?>
-        {
-            ["ConnectionStrings:Redis"] = _redis.ConnectionString,
-        });
+        await using var host = await MeteringHost.StartAsync(ServiceTest.DefaultStartForTests, settings: TestBudgets.Shipped(_redis.ConnectionString));
+        await using var withoutAdmin = await MeteringHost.StartAsync(
+            ServiceTest.DefaultStartForTests,
+            settings: TestBudgets.Shipped(_redis.ConnectionString.Replace(",allowAdmin=true", "", StringComparison.Ordinal)));
         await Server.ExecuteAsync("CONFIG", "SET", "maxmemory-policy", "allkeys-lru");
-        await using var lru = await MeteringHost.StartAsync(ServiceTest.DefaultStartForTests, settings: new Dictionary<string, string?>
-        {
-            ["ConnectionStrings:Redis"] = _redis.ConnectionString,
-        });
+        await using var lru = await MeteringHost.StartAsync(ServiceTest.DefaultStartForTests, settings: TestBudgets.Shipped(_redis.ConnectionString));
 
         var noEviction = host.Log.Lines.Where(l => l.Category == typeof(RedisMemoryPolicy).FullName).ToList();
         var allKeysLru = lru.Log.Lines.Where(l => l.Category == typeof(RedisMemoryPolicy).FullName).ToList();
+        var fromInfo = withoutAdmin.Log.Lines.Where(l => l.Category == typeof(RedisMemoryPolicy).FullName).ToList();
         Assert.Multiple(() =>
         {
             Assert.That(noEviction, Has.Count.EqualTo(1));
             Assert.That(noEviction.FirstOrDefault()?.Level, Is.EqualTo(LogLevel.Warning));
             Assert.That(noEviction.FirstOrDefault()?.Message, Does.Contain("noeviction").And.Contain("allkeys-lru"));
+            Assert.That(fromInfo, Has.Count.EqualTo(1), "read from INFO memory where CONFIG is not allowed");
+            Assert.That(fromInfo.FirstOrDefault()?.Level, Is.EqualTo(LogLevel.Warning), string.Join("\n", fromInfo));
+            Assert.That(fromInfo.FirstOrDefault()?.Message, Does.Contain("noeviction").And.Contain("allkeys-lru"));
             Assert.That(allKeysLru, Has.Count.EqualTo(1));
             Assert.That(allKeysLru.FirstOrDefault()?.Level, Is.EqualTo(LogLevel.Information));
             Assert.That(allKeysLru.FirstOrDefault()?.Message, Does.Contain("allkeys-lru"));

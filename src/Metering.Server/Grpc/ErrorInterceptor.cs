@@ -23,6 +23,8 @@ internal sealed partial class ErrorInterceptor(FailureLog failures) : Intercepto
     /// <summary>What an UNAVAILABLE answer asks the caller to wait before retrying (the Redis breaker's break is shorter).</summary>
     public static readonly TimeSpan RetryDelay = TimeSpan.FromSeconds(1);
 
+    private static readonly TimeSpan DeadlineTolerance = TimeSpan.FromMilliseconds(100);
+
     public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(
         TRequest request,
         ServerCallContext context,
@@ -43,8 +45,9 @@ internal sealed partial class ErrorInterceptor(FailureLog failures) : Intercepto
         }
         catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
         {
-            // The caller's deadline passed (or it gave up) while the call waited on a store: nothing more is done.
-            throw context.Deadline <= DateTime.UtcNow
+            // The caller's deadline passed (or it went away) while the call waited on a store: nothing more is done. A
+            // caller gives up at its own deadline, which can come a moment before the server's copy of it.
+            throw context.Deadline != DateTime.MaxValue && context.Deadline - DateTime.UtcNow < DeadlineTolerance
                 ? new RpcException(new global::Grpc.Core.Status(StatusCode.DeadlineExceeded, "The call's deadline passed before it could finish."))
                 : new RpcException(new global::Grpc.Core.Status(StatusCode.Cancelled, "The caller cancelled the call."));
         }

@@ -72,6 +72,7 @@ public sealed class MeteringHost : WebApplicationFactory<Program>
         builder.UseSetting("Metering:MigrateOnStart", "true");
         builder.UseSetting("ConnectionStrings:Postgres", _postgres);
         builder.UseSetting("ConnectionStrings:Redis", _redis);
+        builder.UseSetting("Redis:OperationTimeout", TestBudgets.RedisOperationTimeout);
         foreach (var (key, value) in _settings)
         {
             builder.UseSetting(key, value);

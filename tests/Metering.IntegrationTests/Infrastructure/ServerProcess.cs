@@ -131,11 +131,18 @@ public sealed class ServerProcess : IAsyncDisposable
 
     /// <summary>
     /// The test host's environment for the server: Development, and no HTTP/JSON or metrics port (servers run side by
-    /// side), unless <paramref name="environment"/> says otherwise.
+    /// side), and a Redis budget for a loaded test machine (<see cref="TestBudgets"/>), unless <paramref name="environment"/>
+    /// says otherwise.
     /// </summary>
     private static Dictionary<string, string> Variables(IReadOnlyDictionary<string, string> environment)
     {
-        var variables = new Dictionary<string, string> { ["ASPNETCORE_ENVIRONMENT"] = "Development", ["HttpApi__Port"] = "0", ["Metrics__Port"] = "0" };
+        var variables = new Dictionary<string, string>
+        {
+            ["ASPNETCORE_ENVIRONMENT"] = "Development",
+            ["HttpApi__Port"] = "0",
+            ["Metrics__Port"] = "0",
+            [TestBudgets.RedisOperationTimeoutVariable] = TestBudgets.RedisOperationTimeout,
+        };
         foreach (var (key, value) in environment)
         {
             variables[key] = value;

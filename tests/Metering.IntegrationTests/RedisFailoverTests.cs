@@ -13,6 +13,7 @@ namespace Metering.IntegrationTests;
 public sealed class RedisFailoverTests : ServiceTest
 {
     private readonly List<IAsyncDisposable> _owned = [];
+    private string? _database;
 
     [TearDown]
     public async Task StopOwnServersAsync()
@@ -23,6 +24,7 @@ public sealed class RedisFailoverTests : ServiceTest
         }
 
         _owned.Clear();
+        _database = null;
     }
 
     [Test]
@@ -86,6 +88,44 @@ public sealed class RedisFailoverTests : ServiceTest
         });
     }
 
+    [Test]
+    public async Task TrackUsage_CommittedWhileRedisRefusesWrites_ReachesTheCounterWithinASecondOfItsReturn()
+    {
+        var redis = await RedisAsync();
+        var host = await HostAsync(redis);
+        var subject = NewSubject();
+        await host.Admin.SetSubscriptionAsync(new SetSubscriptionRequest { SubjectId = subject, PlanId = "pro" });
+        await host.Metering.TrackUsageAsync(new TrackUsageRequest { SubjectId = subject, IdempotencyKey = "before", Usage = { Usage(Minutes, 10) } });
+        await LedgerProbe.OutboxDrainedAsync(host, subject);
+        var direct = Direct(redis);
+        var key = (string)((RedisResult[])(await direct.ExecuteAsync("KEYS", $"mtr:{{{subject}}}:c:{Minutes}:*"))!).Single()!;
+
+        // Full, and refusing writes: the ledger commits, the counter cannot follow.
+        await direct.ExecuteAsync("CONFIG", "SET", "maxmemory-policy", "noeviction");
+        await direct.ExecuteAsync("CONFIG", "SET", "maxmemory", "1");
+        TrackUsageResponse during;
+        try
+        {
+            during = await host.Metering.TrackUsageAsync(new TrackUsageRequest { SubjectId = subject, IdempotencyKey = "during", Usage = { Usage(Minutes, 25) } });
+            await Task.Delay(500);
+            Assert.That((long)await direct.HashGetAsync(key, "t"), Is.EqualTo(10), "Redis refused the write");
+        }
+        finally
+        {
+            await direct.ExecuteAsync("CONFIG", "SET", "maxmemory", "0");
+        }
+
+        var back = DateTime.UtcNow;
+        await WaitUntilAsync(async () => (long)await direct.HashGetAsync(key, "t") == 35);
+        var took = DateTime.UtcNow - back;
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(during.Duplicate, Is.False, "acknowledged: the ledger has it");
+            Assert.That(took, Is.LessThan(TimeSpan.FromSeconds(1.5)), "the outbox drain applied it once Redis took writes again");
+        });
+    }
+
     private async Task<LocalRedis> RedisAsync()
     {
         var redis = await LocalRedis.StartAsync(ServerBinaries.FindRedisServer() ?? throw new InvalidOperationException("redis-server is not installed"), CancellationToken.None);
@@ -93,11 +133,16 @@ public sealed class RedisFailoverTests : ServiceTest
         return redis;
     }
 
+    /// <summary>
+    /// A host on <paramref name="redis"/> and the test's own ledger database: every instance of one database must share
+    /// one Redis (the fixture's host, on the run's Redis, would otherwise drain this database's outbox into its own).
+    /// </summary>
     private async Task<MeteringHost> HostAsync(LocalRedis redis, Dictionary<string, string?>? settings = null)
     {
         settings ??= [];
         settings["ConnectionStrings:Redis"] = redis.ConnectionString;
-        var host = await MeteringHost.StartAsync(Start, settings: settings);
+        _database ??= await Servers.Instance.CreateDatabaseAsync("failover");
+        var host = await MeteringHost.StartAsync(Start, _database, settings);
         _owned.Add(host);
         return host;
     }

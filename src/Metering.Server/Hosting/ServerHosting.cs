@@ -83,13 +83,20 @@ internal static class ServerHosting
             builder.WebHost.UseUrls(addresses);
         }
 
-        // gRPC needs HTTP/2 (plaintext h2c only works on an HTTP/2-only endpoint); Prometheus scrapes over HTTP/1.1.
+        // gRPC needs HTTP/2 (plaintext h2c only works on an HTTP/2-only endpoint); Prometheus scrapes over HTTP/1.1;
+        // HTTP/JSON takes HTTP/1.1, and HTTP/2 where TLS negotiates it. One delegate for all three: Kestrel keeps only the
+        // last one it is given.
         var configuredProtocols = configuration["Kestrel:EndpointDefaults:Protocols"] is { Length: > 0 };
+        var httpApiPort = HttpApi.HttpApiExtensions.Port(configuration);
         builder.WebHost.ConfigureKestrel(kestrel => kestrel.ConfigureEndpointDefaults(listen =>
         {
             if (metricsPort > 0 && listen.IPEndPoint?.Port == metricsPort)
             {
                 listen.Protocols = HttpProtocols.Http1;
+            }
+            else if (httpApiPort > 0 && listen.IPEndPoint?.Port == httpApiPort)
+            {
+                listen.Protocols = HttpProtocols.Http1AndHttp2;
             }
             else if (!configuredProtocols)
             {

@@ -19,7 +19,6 @@ internal static class HttpApiExtensions
 
     public static IServiceCollection AddMeteringHttpApi(this IServiceCollection services, IConfiguration configuration)
     {
-        var port = Port(configuration);
         // The error details the service sends (google.rpc.Status details), so that JSON errors carry them too.
         services.AddGrpc().AddJsonTranscoding(transcoding => transcoding.TypeRegistry = TypeRegistry.FromMessages(
             Google.Rpc.ErrorInfo.Descriptor, Google.Rpc.BadRequest.Descriptor, Google.Rpc.RetryInfo.Descriptor));
@@ -43,19 +42,6 @@ internal static class HttpApiExtensions
                 [new OpenApiSecurityScheme { Reference = new OpenApiReference { Type = ReferenceType.SecurityScheme, Id = "apiKey" } }] = [],
             });
         });
-
-        // The HTTP/JSON port accepts HTTP/1.1 (and HTTP/2 where TLS negotiates it); every other endpoint keeps the
-        // configured protocols (HTTP/2 only: h2c for gRPC).
-        if (port > 0)
-        {
-            services.Configure<KestrelServerOptions>(kestrel => kestrel.ConfigureEndpointDefaults(listen =>
-            {
-                if (listen.IPEndPoint?.Port == port)
-                {
-                    listen.Protocols = HttpProtocols.Http1AndHttp2;
-                }
-            }));
-        }
 
         return services;
     }
@@ -98,7 +84,8 @@ internal static class HttpApiExtensions
     public static void MapMeteringOpenApi(this WebApplication app) =>
         app.UseSwagger(options => options.RouteTemplate = "openapi/{documentName}.json");
 
-    private static int Port(IConfiguration configuration)
+    /// <summary>The HTTP/JSON port (<c>HttpApi:Port</c>), 0 when turned off. Its endpoint accepts HTTP/1.1 (and HTTP/2 where TLS negotiates it): see <c>ServerHosting</c>.</summary>
+    internal static int Port(IConfiguration configuration)
     {
         var port = configuration.GetValue("HttpApi:Port", DefaultPort);
         return port is >= 0 and <= 65535

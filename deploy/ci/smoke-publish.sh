@@ -39,17 +39,19 @@ server=$work/metering/Metering.Server
 key="mtr_smoke_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 port=$(free_port 50561)
 metrics=$(free_port 59474)
+http_api=$(free_port 58080)
 export ASPNETCORE_ENVIRONMENT=Production
 export ConnectionStrings__Postgres=${SMOKE_POSTGRES:-'Host=127.0.0.1;Port=55432;Database=metering;Username=metering;Password=metering'}
 export ConnectionStrings__Redis=${SMOKE_REDIS:-'127.0.0.1:56379'}
 export Auth__ApiKeys__smoke__Hash="$(printf %s "$key" | sha256sum | cut -d' ' -f1)"
 export Auth__ApiKeys__smoke__Scopes='metering.check'
 export Metrics__Port=$metrics
+export HttpApi__Port=$http_api
 
 log "migrate"
 "$server" migrate
 
-log "start on 127.0.0.1:$port (metrics :$metrics)"
+log "start on 127.0.0.1:$port (metrics :$metrics, HTTP/JSON :$http_api)"
 "$server" --urls "http://127.0.0.1:$port" >"$work/server.log" 2>&1 &
 server_pid=$!
 ready=false

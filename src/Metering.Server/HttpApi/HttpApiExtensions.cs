@@ -58,10 +58,13 @@ internal static class HttpApiExtensions
             return;
         }
 
-        var grpc = app.Urls.Count > 0
+        // The gRPC addresses: every address but the metrics one, which has a port (and, outside Development, a host) of its own.
+        var metricsPort = Hosting.ServerHosting.MetricsPort(app.Configuration);
+        string[] urls = app.Urls.Count > 0
             ? [.. app.Urls]
             : (app.Configuration["urls"] ?? "http://localhost:5000").Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        var all = new List<string>(grpc);
+        var grpc = urls.Where(url => metricsPort == 0 || BindingAddress.Parse(url).Port != metricsPort).ToList();
+        var all = new List<string>(urls);
         foreach (var url in grpc)
         {
             var address = BindingAddress.Parse(url);

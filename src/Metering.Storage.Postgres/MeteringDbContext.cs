@@ -194,6 +194,9 @@ public sealed class MeteringDbContext(DbContextOptions<MeteringDbContext> option
             e.Property(x => x.EndReason).HasColumnName("end_reason").HasMaxLength(16);
             e.HasIndex(x => new { x.SubjectId, x.RequestId }).IsUnique().HasFilter("request_id IS NOT NULL");
             e.HasIndex(x => x.ExpiresAt).HasFilter("ended_at IS NULL").HasDatabaseName("IX_holds_live_expires_at");
+
+            // A subject's live holds without reading the ended ones, which stay as a record: every grant sums them.
+            e.HasIndex(x => x.SubjectId).HasFilter("ended_at IS NULL").HasDatabaseName("IX_holds_live_subject_id");
             e.HasMany(x => x.Lines).WithOne().HasForeignKey(x => new { x.SubjectId, x.ReservationId }).OnDelete(DeleteBehavior.Cascade);
         });
 

@@ -495,11 +495,11 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
                     WITH changed AS (
                         UPDATE usage_totals t
                         SET held = (
-                                SELECT COALESCE(SUM(l.amount), 0) FROM hold_lines l
-                                JOIN holds h ON h.subject_id = l.subject_id AND h.reservation_id = l.reservation_id
-                                WHERE l.subject_id = t.subject_id AND l.usage_type = t.usage_type
-                                  AND l.period_start < t.period_end AND l.period_end > t.period_start
-                                  AND h.ended_at IS NULL AND h.expires_at > now()),
+                                SELECT COALESCE(SUM(l.amount), 0) FROM holds h
+                                JOIN hold_lines l ON l.subject_id = h.subject_id AND l.reservation_id = h.reservation_id
+                                WHERE h.subject_id = t.subject_id AND h.ended_at IS NULL AND h.expires_at > now()
+                                  AND l.usage_type = t.usage_type
+                                  AND l.period_start < t.period_end AND l.period_end > t.period_start),
                             version = nextval('usage_total_versions')
                         WHERE t.subject_id = {subjectId} AND t.usage_type = {range.UsageType}
                           AND t.period_start < {range.End} AND t.period_end > {range.Start}
@@ -559,12 +559,11 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
             var (start, end) = Bounds(key.Period);
             var held = (await db.Database
                 .SqlQuery<long>($"""
-                    SELECT COALESCE(SUM(l.amount), 0) AS "Value" FROM hold_lines l
-                    JOIN holds h ON h.subject_id = l.subject_id AND h.reservation_id = l.reservation_id
-                    WHERE l.subject_id = {subjectId} AND l.usage_type = {key.UsageType}
-                      AND l.period_start < {end} AND l.period_end > {start}
-                      AND h.ended_at IS NULL AND h.expires_at > now()
+                    SELECT COALESCE(SUM(l.amount), 0) AS "Value" FROM holds h
+                    JOIN hold_lines l ON l.subject_id = h.subject_id AND l.reservation_id = h.reservation_id
+                    WHERE h.subject_id = {subjectId} AND h.ended_at IS NULL AND h.expires_at > now()
                       AND h.reservation_id IS DISTINCT FROM {excludeReservationId}
+                      AND l.usage_type = {key.UsageType} AND l.period_start < {end} AND l.period_end > {start}
                     """)
                 .ToListAsync(cancellationToken))[0];
             readings[i] = new CounterReading(used, held);
@@ -624,11 +623,10 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
                     INSERT INTO usage_totals (subject_id, usage_type, period_start, period_end, total, held, version)
                     SELECT {key.SubjectId}, {key.UsageType}, {start}, {end},
                            COALESCE(SUM(l.amount), 0),
-                           (SELECT COALESCE(SUM(hl.amount), 0) FROM hold_lines hl
-                            JOIN holds h ON h.subject_id = hl.subject_id AND h.reservation_id = hl.reservation_id
-                            WHERE hl.subject_id = {key.SubjectId} AND hl.usage_type = {key.UsageType}
-                              AND hl.period_start < {end} AND hl.period_end > {start}
-                              AND h.ended_at IS NULL AND h.expires_at > now()),
+                           (SELECT COALESCE(SUM(hl.amount), 0) FROM holds h
+                            JOIN hold_lines hl ON hl.subject_id = h.subject_id AND hl.reservation_id = h.reservation_id
+                            WHERE h.subject_id = {key.SubjectId} AND h.ended_at IS NULL AND h.expires_at > now()
+                              AND hl.usage_type = {key.UsageType} AND hl.period_start < {end} AND hl.period_end > {start}),
                            nextval('usage_total_versions')
                     FROM usage_event_lines l
                     WHERE NOT EXISTS (SELECT 1 FROM updated)

@@ -199,6 +199,10 @@ namespace Metering.Storage.Postgres.Migrations
                         .HasDatabaseName("IX_holds_live_expires_at")
                         .HasFilter("ended_at IS NULL");
 
+                    b.HasIndex("SubjectId")
+                        .HasDatabaseName("IX_holds_live_subject_id")
+                        .HasFilter("ended_at IS NULL");
+
                     b.HasIndex("SubjectId", "RequestId")
                         .IsUnique()
                         .HasFilter("request_id IS NOT NULL");

@@ -17,7 +17,11 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
     private const int MaxRebuilds = 3;
 
     /// <summary>Readings of every line, and whether they come from the degraded path instead of the counters.</summary>
-    public sealed record Reading(IReadOnlyList<CounterReading> Readings, bool Degraded, IReadOnlySet<int> FailOpen);
+    public sealed record Reading(IReadOnlyList<CounterReading> Readings, bool Degraded, IReadOnlySet<int> FailOpen)
+    {
+        /// <summary>Readings the answer can rely on: from the counters or from the ledger itself, none failing open.</summary>
+        public static Reading Exact(IReadOnlyList<CounterReading> readings) => new(readings, false, new HashSet<int>());
+    }
 
     /// <summary>
     /// Reads every line from the counters, rebuilding missing ones from the ledger; when the counters are unavailable,
@@ -29,7 +33,7 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
         StoreUnavailableException unavailable;
         try
         {
-            return new Reading(await ReadCountersAsync(subjectId, lines, cancellationToken), false, new HashSet<int>());
+            return Reading.Exact(await ReadCountersAsync(subjectId, lines, cancellationToken));
         }
         catch (StoreUnavailableException ex) when (ex.Store == StoreUnavailableException.Counter)
         {

@@ -236,7 +236,7 @@ public sealed class UsageMeter(
     private CheckLimitResult Reserved(SubjectPlan subject, IReadOnlyList<CounterLine> lines, HoldOutcome.Decided decided)
     {
         var readings = decided.Readings;
-        var limits = Evaluate(lines, new CounterCache.Reading(readings, false, new HashSet<int>()));
+        var limits = Evaluate(lines, CounterCache.Reading.Exact(readings));
         var hold = decided.Hold;
         if (hold is null && lines.Select((l, i) => LimitRules.Fits(l.Limit, readings[i].Used, readings[i].Reserved, l.Amount)).All(f => f))
         {
@@ -366,7 +366,7 @@ public sealed class UsageMeter(
     /// <summary>The refusal of an enforced event: not in the plan, or over the limit, with the plans that would allow it.</summary>
     private MeteringException Refusal(SubjectPlan subject, IReadOnlyList<CounterLine> lines, IReadOnlyList<CounterReading> readings)
     {
-        var statuses = Evaluate(lines, new CounterCache.Reading(readings, false, new HashSet<int>()));
+        var statuses = Evaluate(lines, CounterCache.Reading.Exact(readings));
         if (statuses.FirstOrDefault(s => s.Decision == Decision.NotInPlan) is { } notInPlan)
         {
             return new NotInPlanException(notInPlan.UsageType, subject.Plan.Id, UpgradeOptions(subject, lines, readings));
@@ -413,7 +413,7 @@ public sealed class UsageMeter(
         })];
 
     private static CounterCache.Reading Ledgered(IReadOnlyList<CounterValue> values) =>
-        new([.. values.Select(v => new CounterReading(v.Total, v.Held))], false, new HashSet<int>());
+        CounterCache.Reading.Exact([.. values.Select(v => new CounterReading(v.Total, v.Held))]);
 
     private Instant Now() => time.GetUtcNow().ToInstant();
 

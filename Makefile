@@ -19,7 +19,9 @@ run: ## Serve on 127.0.0.1:50051, starting local PostgreSQL and Redis when none 
 	deploy/local/run.sh $(ADDRESS) -c $(CONFIGURATION)
 
 test: $(BUF) lint ## Lint the protos, then run every test: unit, integration (real PostgreSQL and Redis), end-to-end
-	dotnet test Metering.sln -c $(CONFIGURATION) --filter "TestCategory!=Faults"
+	rm -rf tests/*/TestResults/*.trx
+	dotnet test Metering.sln -c $(CONFIGURATION) --filter "TestCategory!=Faults" --logger trx \
+	  || { node deploy/ci/failed-tests.mjs tests; exit 1; }
 
 test-unit: ## Run the domain unit tests only (no servers needed)
 	dotnet test tests/Metering.Core.Tests -c $(CONFIGURATION)

@@ -7,7 +7,7 @@ ADDRESS ?= http://127.0.0.1:50051
 BUF := node_modules/.bin/buf
 FAULT_TABLE := TestResults/faults/reliability-table.md
 
-.PHONY: help build run test test-unit test-integration test-faults test-client pack migrate api-key lint bench servers-up servers-down clean publish image smoke-publish deploy-check
+.PHONY: help build run test test-unit test-integration test-faults test-client pack migrate api-key lint breaking proto-release format-check bench servers-up servers-down clean publish image smoke-publish deploy-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ build: ## Build every project (warnings are errors)
 run: ## Serve on 127.0.0.1:50051, starting local PostgreSQL and Redis when none are configured
 	deploy/local/run.sh $(ADDRESS) -c $(CONFIGURATION)
 
-test: $(BUF) lint ## Lint the protos, then run every test: unit, integration (real PostgreSQL and Redis), end-to-end
+test: $(BUF) lint breaking ## Lint the protos and check them against the released contract, then run every test: unit, integration (real PostgreSQL and Redis), end-to-end
 	rm -rf tests/*/TestResults/*.trx
 	dotnet test Metering.sln -c $(CONFIGURATION) --filter "TestCategory!=Faults" --logger trx \
 	  || { node deploy/ci/failed-tests.mjs tests; exit 1; }
@@ -50,6 +50,15 @@ api-key: ## Print a new API key and its configuration: make api-key NAME=chat SC
 
 lint: $(BUF) ## Lint the protos (buf STANDARD rules)
 	cd protos && ../$(BUF) lint
+
+breaking: $(BUF) ## Check the protos against the released contract (protos/released.binpb): no wire-breaking change
+	cd protos && ../$(BUF) breaking --against released.binpb
+
+proto-release: $(BUF) ## Record the current protos as the released contract that make breaking checks against
+	cd protos && ../$(BUF) build -o released.binpb
+
+format-check: ## Check that every file is formatted as .editorconfig says (dotnet format --verify-no-changes)
+	dotnet format Metering.sln --verify-no-changes
 
 servers-up: ## Start the local PostgreSQL and Redis used by make run
 	deploy/local/servers.sh start

@@ -21,7 +21,7 @@ internal sealed partial class MeteringClient(
     /// <summary>The name of the client's gRPC client registration.</summary>
     public const string GrpcClientName = "Metering.Client";
 
-    private int spoolFullLogged;
+    private int _spoolFullLogged;
 
     internal MeteringClientOptions Options => options.Value;
 
@@ -236,12 +236,12 @@ internal sealed partial class MeteringClient(
     {
         if (spool.TryAdd(kind, subjectId, key, proto.ToByteArray(), now.ToUnixTimeMilliseconds()))
         {
-            Interlocked.Exchange(ref spoolFullLogged, 0);
+            Interlocked.Exchange(ref _spoolFullLogged, 0);
             return new TrackReceipt(key, Spooled: true);
         }
 
         metrics.Refused.Add(1);
-        if (Interlocked.Exchange(ref spoolFullLogged, 1) == 0)
+        if (Interlocked.Exchange(ref _spoolFullLogged, 1) == 0)
         {
             LogSpoolFull(spool.Path, Options.SpoolMaxRecords);
         }

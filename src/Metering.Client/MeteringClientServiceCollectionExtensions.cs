@@ -110,7 +110,7 @@ public static class MeteringClientServiceCollectionExtensions
 /// <summary>The API key, from the settings or from the secret file they name (read once).</summary>
 internal sealed class ApiKeySource(IOptions<MeteringClientOptions> options)
 {
-    private readonly Lazy<string?> key = new(() =>
+    private readonly Lazy<string?> _key = new(() =>
     {
         var settings = options.Value;
         if (!string.IsNullOrWhiteSpace(settings.ApiKey))
@@ -121,5 +121,5 @@ internal sealed class ApiKeySource(IOptions<MeteringClientOptions> options)
         return string.IsNullOrWhiteSpace(settings.ApiKeyFile) ? null : File.ReadAllText(settings.ApiKeyFile).Trim();
     });
 
-    public string? Key => key.Value;
+    public string? Key => _key.Value;
 }

@@ -7,14 +7,14 @@ namespace Metering.Client;
 /// </summary>
 public sealed class MeteringSession : IAsyncDisposable
 {
-    private readonly MeteringClient client;
-    private readonly Lock gate = new();
-    private Task<TrackReceipt>? ended;
-    private bool released;
+    private readonly MeteringClient _client;
+    private readonly Lock _gate = new();
+    private Task<TrackReceipt>? _ended;
+    private bool _released;
 
     internal MeteringSession(MeteringClient client, string subjectId, IReadOnlyList<Usage> requested, CheckResult check, string sessionId)
     {
-        this.client = client;
+        _client = client;
         SubjectId = subjectId;
         Requested = requested;
         Check = check;
@@ -57,7 +57,7 @@ public sealed class MeteringSession : IAsyncDisposable
     /// </summary>
     public Task<TrackReceipt> EndAsync(long actualMinutes, CancellationToken cancellationToken = default)
     {
-        var minutesType = client.Options.MinutesUsageType;
+        var minutesType = _client.Options.MinutesUsageType;
         if (Requested.All(u => u.UsageType != minutesType))
         {
             throw new InvalidOperationException($"The session holds no {minutesType}; end it with EndAsync(usage).");
@@ -80,31 +80,31 @@ public sealed class MeteringSession : IAsyncDisposable
             throw new ArgumentOutOfRangeException(nameof(actual), "A session cannot use a negative amount.");
         }
 
-        lock (gate)
+        lock (_gate)
         {
-            if (released)
+            if (_released)
             {
                 throw new InvalidOperationException("The session was released.");
             }
 
-            return ended ??= Settle(actual.Where(u => u.Amount > 0).ToList(), cancellationToken);
+            return _ended ??= Settle(actual.Where(u => u.Amount > 0).ToList(), cancellationToken);
         }
     }
 
     /// <summary>Releases the hold of a session that was not ended (never throws for Metering's state).</summary>
     public async ValueTask DisposeAsync()
     {
-        lock (gate)
+        lock (_gate)
         {
-            if (ended is not null || released || !Allowed || ReservationId is null)
+            if (_ended is not null || _released || !Allowed || ReservationId is null)
             {
                 return;
             }
 
-            released = true;
+            _released = true;
         }
 
-        await client.ReleaseQuietlyAsync(SubjectId, ReservationId).ConfigureAwait(false);
+        await _client.ReleaseQuietlyAsync(SubjectId, ReservationId).ConfigureAwait(false);
     }
 
     private async Task<TrackReceipt> Settle(IReadOnlyList<Usage> used, CancellationToken cancellationToken)
@@ -114,13 +114,13 @@ public sealed class MeteringSession : IAsyncDisposable
             // Nothing was used: give the hold back instead of recording nothing.
             if (ReservationId is not null)
             {
-                await client.ReleaseQuietlyAsync(SubjectId, ReservationId).ConfigureAwait(false);
+                await _client.ReleaseQuietlyAsync(SubjectId, ReservationId).ConfigureAwait(false);
             }
 
             return new TrackReceipt(SessionId, Spooled: false);
         }
 
-        return await client.TrackAsync(
+        return await _client.TrackAsync(
             new TrackRequest(SubjectId, SessionId, used) { ReservationId = ReservationId },
             cancellationToken).ConfigureAwait(false);
     }

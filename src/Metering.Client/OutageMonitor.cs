@@ -10,18 +10,18 @@ namespace Metering.Client;
 /// </summary>
 internal sealed partial class OutageMonitor(IOptions<MeteringClientOptions> options, TimeProvider clock, ILogger<OutageMonitor> logger)
 {
-    private readonly Lock gate = new();
-    private DateTimeOffset? since;
-    private long degradedChecks;
+    private readonly Lock _gate = new();
+    private DateTimeOffset? _since;
+    private long _degradedChecks;
 
     /// <summary>True while calls fail.</summary>
     public bool InOutage
     {
         get
         {
-            lock (gate)
+            lock (_gate)
             {
-                return since is not null;
+                return _since is not null;
             }
         }
     }
@@ -30,13 +30,13 @@ internal sealed partial class OutageMonitor(IOptions<MeteringClientOptions> opti
     public void Failed(RpcException exception, bool answeredByFailPolicy)
     {
         bool first;
-        lock (gate)
+        lock (_gate)
         {
-            first = since is null;
-            since ??= clock.GetUtcNow();
+            first = _since is null;
+            _since ??= clock.GetUtcNow();
             if (answeredByFailPolicy)
             {
-                degradedChecks++;
+                _degradedChecks++;
             }
         }
 
@@ -51,17 +51,17 @@ internal sealed partial class OutageMonitor(IOptions<MeteringClientOptions> opti
     {
         DateTimeOffset started;
         long checks;
-        lock (gate)
+        lock (_gate)
         {
-            if (since is not { } value)
+            if (_since is not { } value)
             {
                 return;
             }
 
             started = value;
-            checks = degradedChecks;
-            since = null;
-            degradedChecks = 0;
+            checks = _degradedChecks;
+            _since = null;
+            _degradedChecks = 0;
         }
 
         LogOutageEnded(options.Value.Address, clock.GetUtcNow() - started, checks);

@@ -27,7 +27,7 @@ internal sealed partial class SpoolDelivery(
     /// <summary>Attempts after which a record that keeps failing with an unexpected server error is given up.</summary>
     private const int MaxServerErrorAttempts = 20;
 
-    private bool backingUp;
+    private bool _backingUp;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -166,16 +166,16 @@ internal sealed partial class SpoolDelivery(
             ? TimeSpan.FromMilliseconds(clock.GetUtcNow().ToUnixTimeMilliseconds() - createdAt)
             : TimeSpan.Zero;
         var now = count > settings.SpoolWarningRecords || oldest > settings.SpoolWarningAge;
-        if (now && !backingUp)
+        if (now && !_backingUp)
         {
             LogBackingUp(count, oldest, spool.Path);
         }
-        else if (!now && backingUp)
+        else if (!now && _backingUp)
         {
             LogCaughtUp(count);
         }
 
-        backingUp = now;
+        _backingUp = now;
     }
 
     private static async Task WaitAsync(Task wait)

@@ -25,24 +25,24 @@ internal sealed class UsageSpool : IDisposable
 {
     public const string FileName = "metering-spool.db";
 
-    private readonly SqliteConnection connection;
-    private readonly Lock gate = new();
-    private readonly int maxRecords;
-    private readonly SemaphoreSlim added = new(0, 1);
+    private readonly SqliteConnection _connection;
+    private readonly Lock _gate = new();
+    private readonly int _maxRecords;
+    private readonly SemaphoreSlim _added = new(0, 1);
 
     public UsageSpool(IOptions<MeteringClientOptions> options)
     {
         var settings = options.Value;
-        maxRecords = settings.SpoolMaxRecords;
+        _maxRecords = settings.SpoolMaxRecords;
         Directory.CreateDirectory(settings.SpoolDirectory);
         Path = System.IO.Path.Combine(settings.SpoolDirectory, FileName);
-        connection = new SqliteConnection(new SqliteConnectionStringBuilder
+        _connection = new SqliteConnection(new SqliteConnectionStringBuilder
         {
             DataSource = Path,
             Pooling = false,
             DefaultTimeout = 30,
         }.ToString());
-        connection.Open();
+        _connection.Open();
         Execute("""
             PRAGMA journal_mode = WAL;
             PRAGMA synchronous = FULL;
@@ -75,19 +75,19 @@ internal sealed class UsageSpool : IDisposable
     public string Path { get; }
 
     /// <summary>Completes when a record was added since the last wait (or at once if one was).</summary>
-    public Task WaitForRecordAsync(TimeSpan timeout, CancellationToken cancellationToken) => added.WaitAsync(timeout, cancellationToken);
+    public Task WaitForRecordAsync(TimeSpan timeout, CancellationToken cancellationToken) => _added.WaitAsync(timeout, cancellationToken);
 
     /// <summary>Stores a record durably; false when the spool is full.</summary>
     public bool TryAdd(SpoolKind kind, string subjectId, string key, byte[] payload, long nowMs)
     {
-        lock (gate)
+        lock (_gate)
         {
-            if (CountLocked() >= maxRecords)
+            if (CountLocked() >= _maxRecords)
             {
                 return false;
             }
 
-            using var command = connection.CreateCommand();
+            using var command = _connection.CreateCommand();
             command.CommandText = "INSERT INTO spool (kind, subject_id, key, payload, created_at_ms) VALUES ($kind, $subject, $key, $payload, $now)";
             command.Parameters.AddWithValue("$kind", (int)kind);
             command.Parameters.AddWithValue("$subject", subjectId);
@@ -99,7 +99,7 @@ internal sealed class UsageSpool : IDisposable
 
         try
         {
-            added.Release();
+            _added.Release();
         }
         catch (SemaphoreFullException)
         {
@@ -112,9 +112,9 @@ internal sealed class UsageSpool : IDisposable
     /// <summary>The oldest records, in the order they were added.</summary>
     public IReadOnlyList<SpoolRecord> Oldest(int max)
     {
-        lock (gate)
+        lock (_gate)
         {
-            using var command = connection.CreateCommand();
+            using var command = _connection.CreateCommand();
             command.CommandText = "SELECT id, kind, subject_id, key, payload, created_at_ms, attempts FROM spool ORDER BY id LIMIT $max";
             command.Parameters.AddWithValue("$max", max);
             using var reader = command.ExecuteReader();
@@ -138,9 +138,9 @@ internal sealed class UsageSpool : IDisposable
     /// <summary>Removes an acknowledged record.</summary>
     public void Remove(long id)
     {
-        lock (gate)
+        lock (_gate)
         {
-            using var command = connection.CreateCommand();
+            using var command = _connection.CreateCommand();
             command.CommandText = "DELETE FROM spool WHERE id = $id";
             command.Parameters.AddWithValue("$id", id);
             command.ExecuteNonQuery();
@@ -150,9 +150,9 @@ internal sealed class UsageSpool : IDisposable
     /// <summary>Counts a failed attempt.</summary>
     public void RecordFailure(long id, string error)
     {
-        lock (gate)
+        lock (_gate)
         {
-            using var command = connection.CreateCommand();
+            using var command = _connection.CreateCommand();
             command.CommandText = "UPDATE spool SET attempts = attempts + 1, last_error = $error WHERE id = $id";
             command.Parameters.AddWithValue("$id", id);
             command.Parameters.AddWithValue("$error", error);
@@ -163,10 +163,10 @@ internal sealed class UsageSpool : IDisposable
     /// <summary>Moves a record that can never be delivered to the dead letters, with the reason.</summary>
     public void DeadLetter(long id, string reason, long nowMs)
     {
-        lock (gate)
+        lock (_gate)
         {
-            using var transaction = connection.BeginTransaction();
-            using (var copy = connection.CreateCommand())
+            using var transaction = _connection.BeginTransaction();
+            using (var copy = _connection.CreateCommand())
             {
                 copy.Transaction = transaction;
                 copy.CommandText = """
@@ -179,7 +179,7 @@ internal sealed class UsageSpool : IDisposable
                 copy.ExecuteNonQuery();
             }
 
-            using (var delete = connection.CreateCommand())
+            using (var delete = _connection.CreateCommand())
             {
                 delete.Transaction = transaction;
                 delete.CommandText = "DELETE FROM spool WHERE id = $id";
@@ -194,7 +194,7 @@ internal sealed class UsageSpool : IDisposable
     /// <summary>Records waiting to be delivered.</summary>
     public long Count()
     {
-        lock (gate)
+        lock (_gate)
         {
             return CountLocked();
         }
@@ -203,9 +203,9 @@ internal sealed class UsageSpool : IDisposable
     /// <summary>Records given up on.</summary>
     public long DeadLetterCount()
     {
-        lock (gate)
+        lock (_gate)
         {
-            using var command = connection.CreateCommand();
+            using var command = _connection.CreateCommand();
             command.CommandText = "SELECT COUNT(*) FROM dead_letters";
             return (long)command.ExecuteScalar()!;
         }
@@ -214,9 +214,9 @@ internal sealed class UsageSpool : IDisposable
     /// <summary>When the oldest waiting record was added (Unix ms), or null when the spool is empty.</summary>
     public long? OldestCreatedAtMs()
     {
-        lock (gate)
+        lock (_gate)
         {
-            using var command = connection.CreateCommand();
+            using var command = _connection.CreateCommand();
             command.CommandText = "SELECT MIN(created_at_ms) FROM spool";
             return command.ExecuteScalar() is long value ? value : null;
         }
@@ -224,24 +224,24 @@ internal sealed class UsageSpool : IDisposable
 
     public void Dispose()
     {
-        lock (gate)
+        lock (_gate)
         {
-            connection.Dispose();
+            _connection.Dispose();
         }
 
-        added.Dispose();
+        _added.Dispose();
     }
 
     private long CountLocked()
     {
-        using var command = connection.CreateCommand();
+        using var command = _connection.CreateCommand();
         command.CommandText = "SELECT COUNT(*) FROM spool";
         return (long)command.ExecuteScalar()!;
     }
 
     private void Execute(string sql)
     {
-        using var command = connection.CreateCommand();
+        using var command = _connection.CreateCommand();
         command.CommandText = sql;
         command.ExecuteNonQuery();
     }

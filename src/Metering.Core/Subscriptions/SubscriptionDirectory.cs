@@ -1,6 +1,5 @@
 using Metering.Core.Catalog;
 using Metering.Core.Errors;
-using Metering.Core.Periods;
 using Metering.Core.Ports;
 using Metering.Core.Usage;
 using Metering.Core.Validation;

@@ -23,6 +23,10 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
         public static Reading Exact(IReadOnlyList<CounterReading> readings) => new(readings, false, new HashSet<int>());
     }
 
+    /// <summary>Reads every line of a call, each following its usage type's degraded policy (see the overload below).</summary>
+    public Task<Reading> ReadAsync(SubjectCall call, IReadOnlyList<CounterLine> lines, CancellationToken cancellationToken) =>
+        ReadAsync(call.SubjectId, lines, call.Policies(lines), cancellationToken);
+
     /// <summary>
     /// Reads every line from the counters, rebuilding missing ones from the ledger; when the counters are unavailable,
     /// from the ledger (<see cref="DegradedPolicy.Ledger"/>), failing open (<see cref="DegradedPolicy.Allow"/>) or
@@ -82,12 +86,15 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
         }
     }
 
-    /// <summary>The ledger's current values of these counters, applied to the cache (as every answer that reports them must be).</summary>
-    public async Task<IReadOnlyList<CounterValue>> RefreshAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken)
+    /// <summary>
+    /// The ledger's current values of these lines' counters, applied to the cache first (as every answer that reports
+    /// them must be: the call that committed them may have died before it could).
+    /// </summary>
+    public async Task<Reading> RefreshAsync(IReadOnlyList<CounterLine> lines, CancellationToken cancellationToken)
     {
-        var values = await ledger.GetTotalsAsync(keys, cancellationToken);
+        var values = await ledger.GetTotalsAsync([.. lines.Select(l => l.Key)], cancellationToken);
         await ApplyAsync(new CounterChanges(values));
-        return values;
+        return Reading.Exact([.. values.Select(v => new CounterReading(v.Total, v.Held))]);
     }
 
     private async Task<IReadOnlyList<CounterReading>> ReadCountersAsync(string subjectId, IReadOnlyList<CounterLine> lines, CancellationToken cancellationToken)

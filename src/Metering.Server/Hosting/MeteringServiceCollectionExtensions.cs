@@ -58,8 +58,11 @@ internal static class MeteringServiceCollectionExtensions
         services.AddSingleton<CatalogDirectory>();
         services.AddSingleton<ICatalogProvider>(sp => sp.GetRequiredService<CatalogDirectory>());
         services.AddSingleton<SubscriptionDirectory>();
+        services.AddSingleton<CallContext>();
         services.AddSingleton<CounterCache>();
+        services.AddSingleton<EventRecorder>();
         services.AddSingleton<UsageMeter>();
+        services.AddSingleton<UsageCorrections>();
         services.AddSingleton<CounterSync>();
         services.AddHostedService<CounterSyncService>();
         services.AddSingleton<Core.History.HistoryReader>();

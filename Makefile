@@ -21,8 +21,9 @@ run: ## Serve on 127.0.0.1:50051, starting local PostgreSQL and Redis when none 
 test: $(BUF) lint ## Lint the protos, then run every test: unit, integration (real PostgreSQL and Redis), end-to-end
 	dotnet test Metering.sln -c $(CONFIGURATION) --filter "TestCategory!=Faults"
 
-test-unit: ## Run the domain unit tests only (no servers needed)
+test-unit: ## Run the unit tests only (no servers needed): the domain and the Redis script protocol
 	dotnet test tests/Metering.Core.Tests -c $(CONFIGURATION)
+	dotnet test tests/Metering.Storage.Redis.Tests -c $(CONFIGURATION)
 
 test-integration: $(BUF) ## Run the integration and end-to-end tests only
 	dotnet test tests/Metering.IntegrationTests -c $(CONFIGURATION)

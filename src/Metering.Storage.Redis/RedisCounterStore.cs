@@ -9,8 +9,31 @@ public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard g
 {
     private IDatabase Database => redis.GetDatabase();
 
-    public async Task<CounterCheckResult> CheckAsync(CounterCheck check, CancellationToken cancellationToken) =>
-        ScriptProtocol.ReadCheck(await guard.RunAsync(() => ScriptProtocol.CheckCounters(check).RunAsync(Database), cancellationToken), check);
+    private bool? _cluster;
+
+    /// <summary>Whether Redis runs as a cluster; null until connected.</summary>
+    private bool? IsCluster => _cluster ??= redis.IsConnected
+        ? redis.GetEndPoints().Any(e => redis.GetServer(e).ServerType == ServerType.Cluster)
+        : null;
+
+    /// <summary>
+    /// One script call. On Redis Cluster the catalog version lives in another slot than the subject's keys, so it is
+    /// read by a second command sent in the same flight (still one round trip of latency).
+    /// </summary>
+    public async Task<CounterCheckResult> CheckAsync(CounterCheck check, CancellationToken cancellationToken)
+    {
+        if (check.Expected is not { } expected || IsCluster != true)
+        {
+            return ScriptProtocol.ReadCheck(await guard.RunAsync(() => ScriptProtocol.CheckCounters(check).RunAsync(Database), cancellationToken), check);
+        }
+
+        var catalog = guard.RunAsync(() => ScriptProtocol.GetCatalogVersion(expected.CatalogId).RunAsync(Database), cancellationToken);
+        var counters = guard.RunAsync(() => ScriptProtocol.CheckCounters(check, withCatalog: false).RunAsync(Database), cancellationToken);
+        await Task.WhenAll(catalog, counters);
+        return ScriptProtocol.IsCatalogCurrent(await catalog, expected.Catalog)
+            ? ScriptProtocol.ReadCheck(await counters, check)
+            : CounterCheckResult.StaleVersions;
+    }
 
     public async Task ApplyAsync(IReadOnlyList<CounterValue> values, CancellationToken cancellationToken)
     {

@@ -41,6 +41,9 @@ internal static class ScriptProtocol
     /// <summary>check.lua: some counters are missing (or of another life); their 1-based positions follow.</summary>
     public const long CheckMissing = -1;
 
+    /// <summary>check.lua: a record the caller keeps a copy of is missing, of another life or newer than the copy.</summary>
+    public const long CheckStale = -2;
+
     private const string PlanField = "plan";
     private const string AnchorField = "anchor";
     private const string TimeZoneField = "tz";
@@ -52,19 +55,40 @@ internal static class ScriptProtocol
     private static readonly RedisScript PutIfNewer = RedisScript.Load("put_if_newer");
     private static readonly RedisScript GetCurrent = RedisScript.Load("get_current");
 
-    /// <summary>check.lua over one subject's counters: KEYS the counter hashes, no arguments.</summary>
-    public static ScriptCall CheckCounters(CounterCheck check) =>
-        new(Check, [.. check.Lines.Select(l => RedisKeys.Counter(l.Key))], []);
+    /// <summary>
+    /// check.lua over one subject's counters. KEYS: the records whose copies <see cref="CounterCheck.Expected"/> names
+    /// (the subscription, then, when <paramref name="withCatalog"/>, the catalog version), then the counter hashes.
+    /// ARGV: the number of records, then the version of each copy. Without <paramref name="withCatalog"/> (on Redis
+    /// Cluster, where the catalog version lives in another slot), the catalog version is confirmed by
+    /// <see cref="IsCatalogCurrent"/> on a <see cref="GetCatalogVersion"/> sent alongside.
+    /// </summary>
+    public static ScriptCall CheckCounters(CounterCheck check, bool withCatalog = true)
+    {
+        var counters = check.Lines.Select(l => RedisKeys.Counter(l.Key));
+        if (check.Expected is not { } expected)
+        {
+            return new(Check, [.. counters], []);
+        }
+
+        return withCatalog
+            ? new(Check, [RedisKeys.Subscription(check.SubjectId), RedisKeys.CatalogVersion(expected.CatalogId), .. counters], [2, expected.Subscription, expected.Catalog])
+            : new(Check, [RedisKeys.Subscription(check.SubjectId), .. counters], [1, expected.Subscription]);
+    }
+
+    /// <summary>Whether the shared catalog version (a <see cref="GetCatalogVersion"/> answer) confirms the caller's copy, by check.lua's rule.</summary>
+    public static bool IsCatalogCurrent(RedisResult result, long expected) => ReadCatalogVersion(result) is { } shared && shared <= expected;
 
     /// <summary>
-    /// The answer of check.lua: <c>{CheckMissing, i, j, ...}</c> naming the missing counters by position, or
-    /// <c>{CheckRead, t_1, h_1, t_2, h_2, ...}</c>.
+    /// The answer of check.lua: <c>{CheckStale}</c>, <c>{CheckMissing, i, j, ...}</c> naming the missing counters by
+    /// position, or <c>{CheckRead, t_1, h_1, t_2, h_2, ...}</c>.
     /// </summary>
     public static CounterCheckResult ReadCheck(RedisResult result, CounterCheck check)
     {
         var items = (RedisResult[])result!;
         switch ((long)items[0])
         {
+            case CheckStale:
+                return CounterCheckResult.StaleVersions;
 
             case CheckMissing:
                 return CounterCheckResult.MissingCounters([.. items.Skip(1).Select(i => check.Lines[(int)i - 1].Key)]);

@@ -27,6 +27,56 @@ public sealed class ScriptProtocolTests
     }
 
     [Test]
+    public void CheckCounters_WithExpectedVersions_SendsTheRecordsFirstWithTheirCount()
+    {
+        var check = Check with { Expected = new CacheVersions(Subscription: 7, CatalogId: "cat-1", Catalog: 12) };
+
+        var call = ScriptProtocol.CheckCounters(check);
+        var onCluster = ScriptProtocol.CheckCounters(check, withCatalog: false);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(call.Keys.Select(k => k.ToString()), Is.EqualTo(new[]
+            {
+                "mtr:{alice}:sub", "mtr:catalog:{cat-1}:v", "mtr:{alice}:c:minutes:1772323200", "mtr:{alice}:c:interviews:1772323200",
+            }));
+            Assert.That(call.Args.Select(a => (long)a), Is.EqualTo(new long[] { 2, 7, 12 }));
+            Assert.That(onCluster.Keys.Select(k => k.ToString()), Is.EqualTo(new[]
+            {
+                "mtr:{alice}:sub", "mtr:{alice}:c:minutes:1772323200", "mtr:{alice}:c:interviews:1772323200",
+            }));
+            Assert.That(onCluster.Args.Select(a => (long)a), Is.EqualTo(new long[] { 1, 7 }));
+        });
+    }
+
+    [Test]
+    public void ReadCheck_Stale_AsksTheCallerToReload()
+    {
+        var result = ScriptProtocol.ReadCheck(Answer(ScriptProtocol.CheckStale), Check);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(result.Stale, Is.True);
+            Assert.That(result.Missing, Is.Empty);
+            Assert.That(result.Readings, Is.Empty);
+        });
+    }
+
+    [Test]
+    public void IsCatalogCurrent_FollowsTheScriptsRule()
+    {
+        var shared = Stored(ScriptProtocol.PutCatalogVersion("cat-1", 12, TimeSpan.FromMinutes(1)));
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(ScriptProtocol.IsCatalogCurrent(shared, 12), Is.True, "the same version");
+            Assert.That(ScriptProtocol.IsCatalogCurrent(shared, 13), Is.True, "the caller's copy is newer");
+            Assert.That(ScriptProtocol.IsCatalogCurrent(shared, 11), Is.False, "the shared version is newer");
+            Assert.That(ScriptProtocol.IsCatalogCurrent(RedisResult.Create(Array.Empty<RedisResult>()), 12), Is.False, "missing");
+        });
+    }
+
+    [Test]
     public void ReadCheck_Read_GivesEachLinesTotalAndHeld()
     {
         var result = ScriptProtocol.ReadCheck(Answer(ScriptProtocol.CheckRead, 120, 10, 2, 1), Check);

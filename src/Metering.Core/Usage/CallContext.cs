@@ -31,6 +31,26 @@ public sealed class CallContext(ICatalogProvider catalog, SubscriptionDirectory 
     }
 
     /// <summary>
+    /// For a read answered from the counters alone: when this instance has a copy of the subject's subscription and the
+    /// request is valid against the loaded catalog, the call begins from them without a round trip, and
+    /// <paramref name="read"/> has the counter store confirm their versions in the same round trip as the counters.
+    /// When it cannot confirm them (<paramref name="read"/> returns null: a copy is stale, or the counters are
+    /// unavailable and the answer must come from the stores of record), the call begins again as
+    /// <see cref="BeginAsync"/> does.
+    /// </summary>
+    public async Task<T> ReadAsync<T>(string subjectId, Action<RequestValidator> validate, Func<SubjectCall, Task<T?>> read, CancellationToken cancellationToken)
+        where T : class
+    {
+        if (FromCopies(subjectId, validate) is { } warm && await read(warm) is { } answer)
+        {
+            return answer;
+        }
+
+        return await read(await BeginAsync(subjectId, validate, cancellationToken))
+            ?? throw new InvalidOperationException("A call begun from the stores of record has nothing to confirm.");
+    }
+
+    /// <summary>
     /// Runs a ledger write computed for the subject's calendar; when the ledger answers that the calendar changed
     /// under it (<paramref name="attempt"/> returns null), resolves the subscription of record and recomputes, up to
     /// <see cref="MaxCalendarRetries"/> times, then fails with <see cref="ConcurrentChangeException"/>.
@@ -53,5 +73,21 @@ public sealed class CallContext(ICatalogProvider catalog, SubscriptionDirectory 
             var fresh = await subscriptions.ResolveFreshAsync(call.SubjectId, cancellationToken);
             call = new SubjectCall(catalog.Current, fresh);
         }
+    }
+
+    /// <summary>A call on this instance's copies of the subscription and catalog; null when it has none, or the request needs the current catalog to judge.</summary>
+    private SubjectCall? FromCopies(string subjectId, Action<RequestValidator> validate)
+    {
+        if (subscriptions.Known(subjectId) is not { } subscription)
+        {
+            return null;
+        }
+
+        var current = catalog.Current;
+        var validator = new RequestValidator(current);
+        validate(validator);
+        return validator.IsValid && current.TryGetPlan(subscription.PlanId, out var plan)
+            ? new SubjectCall(current, new SubjectPlan(subscription, plan), new CacheVersions(subscription.Version, catalog.CatalogId, current.Version))
+            : null;
     }
 }

@@ -23,9 +23,27 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
         public static Reading Exact(IReadOnlyList<CounterReading> readings) => new(readings, false, new HashSet<int>());
     }
 
-    /// <summary>Reads every line of a call, each following its usage type's degraded policy (see the overload below).</summary>
-    public Task<Reading> ReadAsync(SubjectCall call, IReadOnlyList<CounterLine> lines, CancellationToken cancellationToken) =>
-        ReadAsync(call.SubjectId, lines, call.Policies(lines), cancellationToken);
+    /// <summary>
+    /// Reads every line of a call, each following its usage type's degraded policy (see the overload below). A call on
+    /// unconfirmed copies is read only if the counter store confirms them in the same look; null when it does not (a
+    /// copy is stale, or the counters are unavailable): the caller begins again from the stores of record.
+    /// </summary>
+    public async Task<Reading?> ReadAsync(SubjectCall call, IReadOnlyList<CounterLine> lines, CancellationToken cancellationToken)
+    {
+        if (call.Unconfirmed is not { } expected)
+        {
+            return await ReadAsync(call.SubjectId, lines, call.Policies(lines), cancellationToken);
+        }
+
+        try
+        {
+            return await ReadCountersAsync(call.SubjectId, lines, expected, cancellationToken) is { } readings ? Reading.Exact(readings) : null;
+        }
+        catch (StoreUnavailableException ex) when (ex.Store == StoreUnavailableException.Counter)
+        {
+            return null;
+        }
+    }
 
     /// <summary>
     /// Reads every line from the counters, rebuilding missing ones from the ledger; when the counters are unavailable,
@@ -37,7 +55,7 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
         StoreUnavailableException unavailable;
         try
         {
-            return Reading.Exact(await ReadCountersAsync(subjectId, lines, cancellationToken));
+            return Reading.Exact((await ReadCountersAsync(subjectId, lines, null, cancellationToken))!);
         }
         catch (StoreUnavailableException ex) when (ex.Store == StoreUnavailableException.Counter)
         {
@@ -97,12 +115,18 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
         return Reading.Exact([.. values.Select(v => new CounterReading(v.Total, v.Held))]);
     }
 
-    private async Task<IReadOnlyList<CounterReading>> ReadCountersAsync(string subjectId, IReadOnlyList<CounterLine> lines, CancellationToken cancellationToken)
+    /// <summary>The counters' readings, rebuilding missing ones; null when <paramref name="expected"/> is not confirmed.</summary>
+    private async Task<IReadOnlyList<CounterReading>?> ReadCountersAsync(string subjectId, IReadOnlyList<CounterLine> lines, CacheVersions? expected, CancellationToken cancellationToken)
     {
-        var check = new CounterCheck(subjectId, lines);
+        var check = new CounterCheck(subjectId, lines, expected);
         for (var rebuild = 0; ; rebuild++)
         {
             var result = await counters.CheckAsync(check, cancellationToken);
+            if (result.Stale)
+            {
+                return null;
+            }
+
             if (result.Missing.Count == 0)
             {
                 return result.Readings;

@@ -48,7 +48,7 @@ public sealed class EventRecorder(IUsageLedger ledger, CounterCache cache, CallC
                 case RecordOutcome.Recorded recorded:
                     await cache.ApplyAsync(recorded.Changes);
                     var lines = current.Lines(UsageTypes(usageEvent), time.GetUtcNow().ToInstant());
-                    var reading = await cache.ReadAsync(current, lines, cancellationToken);
+                    var reading = await cache.ReadAsync(current.SubjectId, lines, current.Policies(lines), cancellationToken);
                     return new Recording.Recorded(usageEvent, recorded, SubjectCall.Evaluate(lines, reading));
 
                 case RecordOutcome.AlreadyRecorded already:

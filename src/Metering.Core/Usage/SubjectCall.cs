@@ -7,9 +7,10 @@ namespace Metering.Core.Usage;
 
 /// <summary>
 /// What a use case on one subject decides with: the catalog as of the call's start and the subject's subscription and
-/// plan. Works out the counters a request touches and weighs their readings.
+/// plan. Works out the counters a request touches and weighs their readings. <see cref="Unconfirmed"/>: both are this
+/// instance's copies, whose versions the counter read must confirm before the answer may rely on them.
 /// </summary>
-public sealed record SubjectCall(PlanCatalog Catalog, SubjectPlan Subject)
+public sealed record SubjectCall(PlanCatalog Catalog, SubjectPlan Subject, CacheVersions? Unconfirmed = null)
 {
     public string SubjectId => Subject.Subscription.SubjectId;
 

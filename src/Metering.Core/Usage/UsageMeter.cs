@@ -19,18 +19,21 @@ public sealed class UsageMeter(
     MeteringSettings settings,
     TimeProvider time)
 {
-    /// <summary>Whether every amount fits; with reserve, holds them all or none, durably.</summary>
+    /// <summary>
+    /// Whether every amount fits; with reserve, holds them all or none, durably. A check without a hold is one counter
+    /// read when this instance knows the subject (see <see cref="CallContext.ReadAsync"/>).
+    /// </summary>
     public async Task<CheckLimitResult> CheckLimitAsync(CheckLimitCommand command, CancellationToken cancellationToken)
     {
-        var call = await context.BeginAsync(command.SubjectId, v => v
+        void Validate(RequestValidator v) => v
             .SubjectId("subject_id", command.SubjectId)
             .Usage("usage", command.Usage)
             .ReservationTtl("reservation_ttl", command.ReservationTtl)
-            .Token("request_id", command.RequestId, RequestValidator.MaxIdempotencyKeyLength, required: false),
-            cancellationToken);
+            .Token("request_id", command.RequestId, RequestValidator.MaxIdempotencyKeyLength, required: false);
+
         return command.Reserve
-            ? await ReserveAsync(command, call, cancellationToken)
-            : await CheckAsync(command, call, cancellationToken);
+            ? await ReserveAsync(command, await context.BeginAsync(command.SubjectId, Validate, cancellationToken), cancellationToken)
+            : await context.ReadAsync(command.SubjectId, Validate, call => CheckAsync(command, call, cancellationToken), cancellationToken);
     }
 
     /// <summary>Records usage once per idempotency key; answers only after the ledger has committed.</summary>
@@ -82,21 +85,29 @@ public sealed class UsageMeter(
     /// <summary>The current standing of each usage type asked (all when none), changing nothing.</summary>
     public async Task<RemainingResult> GetRemainingAsync(string subjectId, IReadOnlyList<string> usageTypes, CancellationToken cancellationToken)
     {
-        var call = await context.BeginAsync(subjectId, v =>
+        void Validate(RequestValidator v)
         {
             v.SubjectId("subject_id", subjectId);
             for (var i = 0; i < usageTypes.Count; i++)
             {
                 v.UsageType($"usage_types[{i}]", usageTypes[i]);
             }
+        }
+
+        return await context.ReadAsync(subjectId, Validate, async call =>
+        {
+            var names = usageTypes.Count == 0
+                ? call.Catalog.UsageTypes.Select(t => t.Name)
+                : usageTypes.Distinct(StringComparer.Ordinal);
+            var lines = call.Lines(names, Now());
+            if (await cache.ReadAsync(call, lines, cancellationToken) is not { } reading)
+            {
+                return null;
+            }
+
+            var plan = call.Subject.Plan;
+            return new RemainingResult(subjectId, plan.Id, SubjectCall.Evaluate(lines, reading), plan.Version, reading.Degraded);
         }, cancellationToken);
-        var names = usageTypes.Count == 0
-            ? call.Catalog.UsageTypes.Select(t => t.Name)
-            : usageTypes.Distinct(StringComparer.Ordinal);
-        var lines = call.Lines(names, Now());
-        var reading = await cache.ReadAsync(call, lines, cancellationToken);
-        var plan = call.Subject.Plan;
-        return new RemainingResult(subjectId, plan.Id, SubjectCall.Evaluate(lines, reading), plan.Version, reading.Degraded);
     }
 
     /// <summary>Gives a hold back; false when it is unknown, expired or already settled.</summary>
@@ -115,11 +126,15 @@ public sealed class UsageMeter(
         return true;
     }
 
-    /// <summary>A check without a hold: answered from the counters (or, when they are unavailable, by policy).</summary>
-    private async Task<CheckLimitResult> CheckAsync(CheckLimitCommand command, SubjectCall call, CancellationToken cancellationToken)
+    /// <summary>A check without a hold: answered from the counters (or, when they are unavailable, by policy); null when the call's copies are stale.</summary>
+    private async Task<CheckLimitResult?> CheckAsync(CheckLimitCommand command, SubjectCall call, CancellationToken cancellationToken)
     {
         var lines = call.Lines(command.Usage, Now());
-        var reading = await cache.ReadAsync(call, lines, cancellationToken);
+        if (await cache.ReadAsync(call, lines, cancellationToken) is not { } reading)
+        {
+            return null;
+        }
+
         var limits = SubjectCall.Evaluate(lines, reading);
         var allowed = limits.All(l => l.Decision == Decision.Allowed);
         var plan = call.Subject.Plan;

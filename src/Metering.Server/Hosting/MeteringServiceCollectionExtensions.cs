@@ -30,6 +30,7 @@ internal static class MeteringServiceCollectionExtensions
     {
         services.AddGrpc(options =>
         {
+            options.Interceptors.Add<ParsedRequestInterceptor>();
             options.Interceptors.Add<CallerInterceptor>();
             options.Interceptors.Add<ErrorInterceptor>();
             options.MaxReceiveMessageSize = RequestFrameValidation.MaxMessageSize;

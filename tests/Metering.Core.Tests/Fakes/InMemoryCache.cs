@@ -21,6 +21,9 @@ internal sealed class InMemoryCache : ICounterStore, ISubscriptionCache, ICatalo
 
     public int CounterChecks { get; private set; }
 
+    /// <summary>Every call made, as round trips to a server would be counted.</summary>
+    public int Calls { get; private set; }
+
     public void Flush()
     {
         lock (_lock)
@@ -45,6 +48,13 @@ internal sealed class InMemoryCache : ICounterStore, ISubscriptionCache, ICatalo
     public Task<CounterCheckResult> CheckAsync(CounterCheck check, CancellationToken cancellationToken) => Run(() =>
     {
         CounterChecks++;
+        if (check.Expected is { } expected
+            && (!_subscriptions.TryGetValue(check.SubjectId, out var subscription) || subscription.Version > expected.Subscription
+                || !_catalogVersions.TryGetValue(expected.CatalogId, out var catalog) || catalog > expected.Catalog))
+        {
+            return CounterCheckResult.StaleVersions;
+        }
+
         var missing = check.Lines.Select(l => l.Key).Where(k => !_counters.TryGetValue(k, out var c) || c.Total is null).ToList();
         return missing.Count > 0
             ? CounterCheckResult.MissingCounters(missing)
@@ -112,6 +122,7 @@ internal sealed class InMemoryCache : ICounterStore, ISubscriptionCache, ICatalo
     {
         lock (_lock)
         {
+            Calls++;
             if (Down)
             {
                 throw new StoreUnavailableException(StoreUnavailableException.Counter, new TimeoutException("The cache is down."));

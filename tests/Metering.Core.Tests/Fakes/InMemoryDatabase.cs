@@ -33,6 +33,9 @@ internal sealed class InMemoryDatabase(TimeProvider clock, PlanCatalog catalog) 
 
     public int RecordCalls { get; private set; }
 
+    /// <summary>Every call made, as round trips to a server would be counted.</summary>
+    public int Calls { get; private set; }
+
     /// <summary>Sets a running total row by hand, as a bug or an operator could: events and row then disagree.</summary>
     public void CorruptRow(CounterKey key, long total)
     {
@@ -273,6 +276,7 @@ internal sealed class InMemoryDatabase(TimeProvider clock, PlanCatalog catalog) 
     {
         lock (_lock)
         {
+            Calls++;
             if (Down)
             {
                 throw new StoreUnavailableException(StoreUnavailableException.Ledger, new TimeoutException("The database is down."));

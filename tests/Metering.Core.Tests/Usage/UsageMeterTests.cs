@@ -291,6 +291,75 @@ public sealed class UsageMeterTests
     }
 
     [Test]
+    public async Task CheckLimit_KnownSubject_IsOneCounterReadAndNothingElse()
+    {
+        await OnPlan("quinn", "starter");
+        await Check("quinn", Interviews, 1);
+        var (cacheCalls, databaseCalls) = (_world.Cache.Calls, _world.Database.Calls);
+
+        var result = await Check("quinn", Interviews, 1);
+        var remaining = await _one.Meter.GetRemainingAsync("quinn", [Interviews], CancellationToken.None);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(result.Allowed, Is.True);
+            Assert.That(remaining.PlanId, Is.EqualTo("starter"));
+            Assert.That(_world.Cache.Calls - cacheCalls, Is.EqualTo(2), "one check each, confirming subscription and catalog as it reads");
+            Assert.That(_world.Database.Calls - databaseCalls, Is.Zero);
+        });
+    }
+
+    [Test]
+    public async Task CheckLimit_KnownSubjectButTheSharedCacheLostEverything_ReloadsAndAnswersRight()
+    {
+        await OnPlan("ruth", "starter");
+        await Track("ruth", "e1", Interviews, 3);
+        await Check("ruth", Interviews, 1);
+        _world.Cache.Flush();
+
+        var result = await Check("ruth", Interviews, 1);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(result.Allowed, Is.False);
+            Assert.That(result.Limits.Single().Used, Is.EqualTo(3));
+            Assert.That(result.PlanId, Is.EqualTo("starter"));
+        });
+    }
+
+    [Test]
+    public async Task CheckLimit_KnownSubjectAndTheCacheDown_DecidesWithTheSubscriptionOfRecord()
+    {
+        await OnPlan("sara", "starter");
+        await Track("sara", "e1", Interviews, 3);
+        await Check("sara", Interviews, 1);
+        _world.Cache.Down = true;
+        await _world.Database.SaveAsync("sara", "pro", new BillingCalendar("UTC", 1), _world.Now, CancellationToken.None);
+
+        var result = await Check("sara", Interviews, 1);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(result.Degraded, Is.True);
+            Assert.That(result.PlanId, Is.EqualTo("pro"));
+            Assert.That(result.Allowed, Is.True);
+        });
+    }
+
+    [Test]
+    public async Task CheckLimit_UsageTypeAddedOnAnotherInstance_IsKnownAtOnce()
+    {
+        var other = await _world.NewInstance();
+        await OnPlan("tara", "starter");
+        await other.Meter.CheckLimitAsync(new CheckLimitCommand("tara", [new(Interviews, 1)], false, null), CancellationToken.None);
+
+        await _one.Catalog.UpsertUsageTypeAsync(new UpsertUsageTypeCommand("seats", "seat", ResetPeriod.Month), CancellationToken.None);
+        var result = await other.Meter.CheckLimitAsync(new CheckLimitCommand("tara", [new("seats", 1)], false, null), CancellationToken.None);
+
+        Assert.That(result.Limits.Single().Decision, Is.EqualTo(Decision.NotInPlan));
+    }
+
+    [Test]
     public async Task CheckLimit_InvalidRequest_NamesEveryField()
     {
         var error = Assert.ThrowsAsync<InvalidRequestException>(() =>

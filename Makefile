@@ -23,8 +23,9 @@ test: $(BUF) lint breaking ## Lint the protos and check them against the release
 	dotnet test Metering.sln -c $(CONFIGURATION) --filter "TestCategory!=Faults" --logger trx \
 	  || { node deploy/ci/failed-tests.mjs tests; exit 1; }
 
-test-unit: ## Run the domain unit tests only (no servers needed)
+test-unit: ## Run the unit tests only (no servers needed): the domain and the Redis script protocol
 	dotnet test tests/Metering.Core.Tests -c $(CONFIGURATION)
+	dotnet test tests/Metering.Storage.Redis.Tests -c $(CONFIGURATION)
 
 test-integration: $(BUF) ## Run the integration and end-to-end tests only
 	dotnet test tests/Metering.IntegrationTests -c $(CONFIGURATION)

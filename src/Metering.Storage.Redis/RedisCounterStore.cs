@@ -4,29 +4,35 @@ using StackExchange.Redis;
 
 namespace Metering.Storage.Redis;
 
-/// <summary>The counter store on Redis: each method is one Lua script over one subject's keys.</summary>
+/// <summary>The counter store on Redis: each method is one Lua script over one subject's keys (see <see cref="ScriptProtocol"/>).</summary>
 public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard guard, RedisOptions options) : ICounterStore
 {
     private IDatabase Database => redis.GetDatabase();
 
-    private long CounterTtlMs => (long)options.CounterTtl.TotalMilliseconds;
+    private bool? _cluster;
 
+    /// <summary>Whether Redis runs as a cluster; null until connected.</summary>
+    private bool? IsCluster => _cluster ??= redis.IsConnected
+        ? redis.GetEndPoints().Any(e => redis.GetServer(e).ServerType == ServerType.Cluster)
+        : null;
+
+    /// <summary>
+    /// One script call. On Redis Cluster the catalog version lives in another slot than the subject's keys, so it is
+    /// read by a second command sent in the same flight (still one round trip of latency).
+    /// </summary>
     public async Task<CounterCheckResult> CheckAsync(CounterCheck check, CancellationToken cancellationToken)
     {
-        var keys = check.Lines.Select(l => RedisKeys.Counter(l.Key)).ToArray();
-        var result = (RedisResult[])(await guard.RunAsync(() => Scripts.Check.EvaluateAsync(Database, keys, []), cancellationToken))!;
-        if ((long)result[0] < 0)
+        if (check.Expected is not { } expected || IsCluster != true)
         {
-            return CounterCheckResult.MissingCounters([.. result.Skip(1).Select(i => check.Lines[(int)i - 1].Key)]);
+            return ScriptProtocol.ReadCheck(await guard.RunAsync(() => ScriptProtocol.CheckCounters(check).RunAsync(Database), cancellationToken), check);
         }
 
-        var readings = new CounterReading[check.Lines.Count];
-        for (var i = 0; i < readings.Length; i++)
-        {
-            readings[i] = new CounterReading((long)result[1 + (2 * i)], (long)result[2 + (2 * i)]);
-        }
-
-        return new CounterCheckResult([], readings);
+        var catalog = guard.RunAsync(() => ScriptProtocol.GetCatalogVersion(expected.CatalogId).RunAsync(Database), cancellationToken);
+        var counters = guard.RunAsync(() => ScriptProtocol.CheckCounters(check, withCatalog: false).RunAsync(Database), cancellationToken);
+        await Task.WhenAll(catalog, counters);
+        return ScriptProtocol.IsCatalogCurrent(await catalog, expected.Catalog)
+            ? ScriptProtocol.ReadCheck(await counters, check)
+            : CounterCheckResult.StaleVersions;
     }
 
     public async Task ApplyAsync(IReadOnlyList<CounterValue> values, CancellationToken cancellationToken)
@@ -36,18 +42,8 @@ public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard g
             .GroupBy(v => v.Key.SubjectId, StringComparer.Ordinal)
             .Select(subject =>
             {
-                var keys = subject.Select(v => RedisKeys.Counter(v.Key)).ToArray();
-                var args = new RedisValue[1 + (3 * keys.Length)];
-                args[0] = CounterTtlMs;
-                var i = 1;
-                foreach (var value in subject)
-                {
-                    args[i++] = value.Total;
-                    args[i++] = value.Held;
-                    args[i++] = value.Version;
-                }
-
-                return guard.RunAsync(() => Scripts.Apply.EvaluateAsync(Database, keys, args), cancellationToken);
+                var call = ScriptProtocol.ApplyValues([.. subject], options.CounterTtl);
+                return guard.RunAsync(() => call.RunAsync(Database), cancellationToken);
             })
             .ToList();
         await Task.WhenAll(calls);
@@ -57,19 +53,13 @@ public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard g
     {
         foreach (var subject in keys.GroupBy(k => k.SubjectId, StringComparer.Ordinal))
         {
-            var redisKeys = subject.Select(RedisKeys.Counter).ToArray();
-            await guard.RunAsync(() => Scripts.Fence.EvaluateAsync(Database, redisKeys, [fence, CounterTtlMs]), cancellationToken);
+            var call = ScriptProtocol.FenceCounters([.. subject], fence, options.CounterTtl);
+            await guard.RunAsync(() => call.RunAsync(Database), cancellationToken);
         }
     }
 
-    public async Task<CounterSnapshot> InspectAsync(CounterKey key, CancellationToken cancellationToken)
-    {
-        var counter = await guard.RunAsync(() => Database.HashGetAllAsync(RedisKeys.Counter(key)), cancellationToken);
-        var fields = counter.ToDictionary(e => e.Name.ToString(), e => e.Value, StringComparer.Ordinal);
-        return new CounterSnapshot(Field("t"), Field("h"), Field("v"));
-
-        long? Field(string name) => fields.TryGetValue(name, out var value) ? (long)value : null;
-    }
+    public async Task<CounterSnapshot> InspectAsync(CounterKey key, CancellationToken cancellationToken) =>
+        ScriptProtocol.ReadCounter(await guard.RunAsync(() => Database.HashGetAllAsync(RedisKeys.Counter(key)), cancellationToken));
 
     public async Task EvictAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken)
     {

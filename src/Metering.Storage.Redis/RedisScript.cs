@@ -44,13 +44,3 @@ internal sealed class RedisScript
         }
     }
 }
-
-/// <summary>The scripts of the counter store, loaded once.</summary>
-internal static class Scripts
-{
-    public static readonly RedisScript Check = RedisScript.Load("check");
-    public static readonly RedisScript Apply = RedisScript.Load("apply");
-    public static readonly RedisScript Fence = RedisScript.Load("fence");
-    public static readonly RedisScript PutIfNewer = RedisScript.Load("put_if_newer");
-    public static readonly RedisScript GetCurrent = RedisScript.Load("get_current");
-}

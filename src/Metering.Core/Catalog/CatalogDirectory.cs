@@ -22,6 +22,8 @@ public sealed partial class CatalogDirectory(
 
     public PlanCatalog Current => Stored.Catalog;
 
+    public string CatalogId => Stored.CatalogId;
+
     private StoredCatalog Stored => Volatile.Read(ref _stored) ?? throw new InvalidOperationException("The catalog has not been loaded yet.");
 
     /// <summary>Loads the catalog at start-up and publishes its version.</summary>

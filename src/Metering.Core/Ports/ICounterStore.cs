@@ -9,7 +9,13 @@ namespace Metering.Core.Ports;
 /// </summary>
 public interface ICounterStore
 {
-    /// <summary>Reads every line's counter, or names the counters it lacks (or has from another server's life).</summary>
+    /// <summary>
+    /// Reads every line's counter, or names the counters it lacks (or has from another server's life). With
+    /// <see cref="CounterCheck.Expected"/>, first confirms, in the same atomic step, that the shared subscription of the
+    /// subject and the shared catalog version are present (of this server's life) and no newer than expected; if
+    /// either is not, answers <see cref="CounterCheckResult.StaleVersions"/> and reads nothing. A store that shares no
+    /// cache between instances may confirm without looking.
+    /// </summary>
     Task<CounterCheckResult> CheckAsync(CounterCheck check, CancellationToken cancellationToken);
 
     /// <summary>Stores ledger values that are newer than the cached ones.</summary>

@@ -36,6 +36,9 @@ public interface ICatalogProvider
     /// <summary>The newest catalog this instance has loaded; it only moves forward.</summary>
     PlanCatalog Current { get; }
 
+    /// <summary>The id that names the catalog in shared caches (see <see cref="ICatalogVersionCache"/>).</summary>
+    string CatalogId { get; }
+
     /// <summary>
     /// Makes <see cref="Current"/> at least as new as the catalog version shared by every instance, reloading it
     /// when another instance changed it, and returns it. Call once at the start of every use case.

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Metering.Core.Catalog;
 using Metering.Core.Errors;
 using Metering.Core.Ports;
@@ -20,6 +21,17 @@ public sealed partial class SubscriptionDirectory(
     TimeProvider time,
     ILogger<SubscriptionDirectory> logger)
 {
+    /// <summary>The most subscriptions kept in process; past it the copies start over (each subject then pays one read).</summary>
+    public const int MaxKnown = 100_000;
+
+    private readonly ConcurrentDictionary<string, Subscription> _known = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The subject's subscription as this instance last resolved it, or null. A copy: it decides nothing until the
+    /// shared cache confirms its version (see <see cref="CounterCheck.Expected"/>).
+    /// </summary>
+    public Subscription? Known(string subjectId) => _known.GetValueOrDefault(subjectId);
+
     /// <summary>The subject's subscription and plan, enrolling the subject on the default plan the first time.</summary>
     public Task<SubjectPlan> ResolveAsync(string subjectId, CancellationToken cancellationToken) =>
         ResolveAsync(subjectId, PeekAsync(subjectId, cancellationToken), cancellationToken);
@@ -94,7 +106,7 @@ public sealed partial class SubscriptionDirectory(
             .Select(t => new CounterKey(command.SubjectId, t.Name, calendar.PeriodContaining(t.ResetPeriod, now)))
             .ToList();
         await counters.FenceAsync(keys, change.CounterFence, cancellationToken);
-        return change.Subscription;
+        return Remember(change.Subscription);
     }
 
     /// <summary>Puts the subscription of record into the shared cache; fails when the cache does (the outbox drain retries).</summary>
@@ -117,7 +129,18 @@ public sealed partial class SubscriptionDirectory(
     }
 
     private SubjectPlan WithPlan(Subscription subscription) =>
-        new(subscription, catalog.Current.GetPlan(subscription.PlanId));
+        new(Remember(subscription), catalog.Current.GetPlan(subscription.PlanId));
+
+    /// <summary>Keeps the newest copy of each subscription resolved here.</summary>
+    private Subscription Remember(Subscription subscription)
+    {
+        if (_known.Count >= MaxKnown)
+        {
+            _known.Clear();
+        }
+
+        return _known.AddOrUpdate(subscription.SubjectId, subscription, (_, known) => known.Version >= subscription.Version ? known : subscription);
+    }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Subscription cache unavailable, using the store of record: {Reason}")]
     private partial void LogCacheUnavailable(string reason);

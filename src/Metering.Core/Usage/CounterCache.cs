@@ -24,6 +24,28 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
     }
 
     /// <summary>
+    /// Reads every line of a call, each following its usage type's degraded policy (see the overload below). A call on
+    /// unconfirmed copies is read only if the counter store confirms them in the same look; null when it does not (a
+    /// copy is stale, or the counters are unavailable): the caller begins again from the stores of record.
+    /// </summary>
+    public async Task<Reading?> ReadAsync(SubjectCall call, IReadOnlyList<CounterLine> lines, CancellationToken cancellationToken)
+    {
+        if (call.Unconfirmed is not { } expected)
+        {
+            return await ReadAsync(call.SubjectId, lines, call.Policies(lines), cancellationToken);
+        }
+
+        try
+        {
+            return await ReadCountersAsync(call.SubjectId, lines, expected, cancellationToken) is { } readings ? Reading.Exact(readings) : null;
+        }
+        catch (StoreUnavailableException ex) when (ex.Store == StoreUnavailableException.Counter)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
     /// Reads every line from the counters, rebuilding missing ones from the ledger; when the counters are unavailable,
     /// from the ledger (<see cref="DegradedPolicy.Ledger"/>), failing open (<see cref="DegradedPolicy.Allow"/>) or
     /// failing the call (<see cref="DegradedPolicy.Deny"/>), per line.
@@ -33,7 +55,7 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
         StoreUnavailableException unavailable;
         try
         {
-            return Reading.Exact(await ReadCountersAsync(subjectId, lines, cancellationToken));
+            return Reading.Exact((await ReadCountersAsync(subjectId, lines, null, cancellationToken))!);
         }
         catch (StoreUnavailableException ex) when (ex.Store == StoreUnavailableException.Counter)
         {
@@ -82,20 +104,29 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
         }
     }
 
-    /// <summary>The ledger's current values of these counters, applied to the cache (as every answer that reports them must be).</summary>
-    public async Task<IReadOnlyList<CounterValue>> RefreshAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken)
+    /// <summary>
+    /// The ledger's current values of these lines' counters, applied to the cache first (as every answer that reports
+    /// them must be: the call that committed them may have died before it could).
+    /// </summary>
+    public async Task<Reading> RefreshAsync(IReadOnlyList<CounterLine> lines, CancellationToken cancellationToken)
     {
-        var values = await ledger.GetTotalsAsync(keys, cancellationToken);
+        var values = await ledger.GetTotalsAsync([.. lines.Select(l => l.Key)], cancellationToken);
         await ApplyAsync(new CounterChanges(values));
-        return values;
+        return Reading.Exact([.. values.Select(v => new CounterReading(v.Total, v.Held))]);
     }
 
-    private async Task<IReadOnlyList<CounterReading>> ReadCountersAsync(string subjectId, IReadOnlyList<CounterLine> lines, CancellationToken cancellationToken)
+    /// <summary>The counters' readings, rebuilding missing ones; null when <paramref name="expected"/> is not confirmed.</summary>
+    private async Task<IReadOnlyList<CounterReading>?> ReadCountersAsync(string subjectId, IReadOnlyList<CounterLine> lines, CacheVersions? expected, CancellationToken cancellationToken)
     {
-        var check = new CounterCheck(subjectId, lines);
+        var check = new CounterCheck(subjectId, lines, expected);
         for (var rebuild = 0; ; rebuild++)
         {
             var result = await counters.CheckAsync(check, cancellationToken);
+            if (result.Stale)
+            {
+                return null;
+            }
+
             if (result.Missing.Count == 0)
             {
                 return result.Readings;

@@ -14,17 +14,30 @@ public readonly record struct CounterValue(CounterKey Key, long Total, long Held
 /// <summary>One line of a counter check: the amount asked against the plan's limit.</summary>
 public readonly record struct CounterLine(CounterKey Key, long Amount, long Limit);
 
-/// <summary>One look at a subject's cached counters: read every line's used and reserved amounts.</summary>
-public sealed record CounterCheck(string SubjectId, IReadOnlyList<CounterLine> Lines);
+/// <summary>
+/// One look at a subject's cached counters: read every line's used and reserved amounts. With <see cref="Expected"/>,
+/// the same look first confirms that the caller decided with the current subscription and catalog.
+/// </summary>
+public sealed record CounterCheck(string SubjectId, IReadOnlyList<CounterLine> Lines, CacheVersions? Expected = null);
+
+/// <summary>
+/// The versions of the subject's subscription and of the catalog (named by its id) that a caller decided with, from
+/// copies it keeps in process; the shared cache holds the current ones.
+/// </summary>
+public sealed record CacheVersions(long Subscription, string CatalogId, long Catalog);
 
 /// <summary>What a line's counter showed: ledger total and live holds in its period.</summary>
 public readonly record struct CounterReading(long Used, long Reserved);
 
 /// <summary>
-/// Either <see cref="Missing"/> names counters the cache does not have (or has from another Redis server's life,
-/// which may have lost writes), or <see cref="Readings"/> has one reading per line.
+/// Either <see cref="Stale"/> (the check's <see cref="CounterCheck.Expected"/> versions are not the current ones), or
+/// <see cref="Missing"/> names counters the cache does not have (or has from another Redis server's life, which may
+/// have lost writes), or <see cref="Readings"/> has one reading per line.
 /// </summary>
-public sealed record CounterCheckResult(IReadOnlyList<CounterKey> Missing, IReadOnlyList<CounterReading> Readings)
+public sealed record CounterCheckResult(IReadOnlyList<CounterKey> Missing, IReadOnlyList<CounterReading> Readings, bool Stale = false)
 {
+    /// <summary>The expected subscription or catalog version is not the shared one: reload them and check again.</summary>
+    public static readonly CounterCheckResult StaleVersions = new([], [], Stale: true);
+
     public static CounterCheckResult MissingCounters(IReadOnlyList<CounterKey> missing) => new(missing, []);
 }

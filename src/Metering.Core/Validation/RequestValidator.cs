@@ -263,6 +263,9 @@ public sealed partial class RequestValidator(PlanCatalog catalog)
         return this;
     }
 
+    /// <summary>Whether no rule was broken so far.</summary>
+    public bool IsValid => _violations.Count == 0;
+
     /// <summary>Throws <see cref="InvalidRequestException"/> with every violation collected so far.</summary>
     public void ThrowIfInvalid()
     {

@@ -16,7 +16,7 @@ namespace Metering.Server.Grpc;
 /// metering.v1.AdminService: plans, usage types, subscriptions, corrections, history and diagnostics for ops and
 /// billing. Reads need metering.read, writes metering.admin.
 /// </summary>
-internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, CatalogDirectory catalogs, ICatalogProvider catalog, UsageMeter meter, HistoryReader history, CounterAuditor auditor, MeteringMetrics metrics) : AdminService.AdminServiceBase
+internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, CatalogDirectory catalogs, ICatalogProvider catalog, UsageCorrections corrections, HistoryReader history, CounterAuditor auditor, MeteringMetrics metrics) : AdminService.AdminServiceBase
 {
     [Authorize(Policy = Scopes.Read)]
     public override async Task<ListPlansResponse> ListPlans(ListPlansRequest request, ServerCallContext context)
@@ -77,7 +77,7 @@ internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, Cata
     [Authorize(Policy = Scopes.Admin)]
     public override async Task<AdjustUsageResponse> AdjustUsage(AdjustUsageRequest request, ServerCallContext context)
     {
-        var result = await meter.AdjustUsageAsync(
+        var result = await corrections.AdjustUsageAsync(
             new AdjustUsageCommand(
                 request.SubjectId,
                 request.UsageType,
@@ -93,7 +93,7 @@ internal sealed class AdminGrpcService(SubscriptionDirectory subscriptions, Cata
     [Authorize(Policy = Scopes.Admin)]
     public override async Task<ResetUsageResponse> ResetUsage(ResetUsageRequest request, ServerCallContext context)
     {
-        var result = await meter.ResetUsageAsync(
+        var result = await corrections.ResetUsageAsync(
             new ResetUsageCommand(request.SubjectId, request.UsageType, request.Reason, request.IdempotencyKey, context.CallerName()),
             context.CancellationToken);
         return new ResetUsageResponse { Duplicate = result.Duplicate, AdjustedBy = result.Amount, Limit = result.Limit.ToProto() };

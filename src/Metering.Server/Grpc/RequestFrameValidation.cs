@@ -4,6 +4,7 @@ using Google.Protobuf;
 using Google.Protobuf.Reflection;
 using Google.Rpc;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using Metering.Api.V1;
 using Metering.Server.Security;
 
@@ -14,7 +15,9 @@ namespace Metering.Server.Grpc;
 /// a broken length-prefixed frame, a bad compression, or bytes that are not the method's protobuf message are
 /// INVALID_ARGUMENT, a message over <see cref="MaxMessageSize"/> is RESOURCE_EXHAUSTED. Only requests with a gRPC
 /// content type are checked: HTTP/JSON requests are not gRPC frames. Without it, ASP.NET Core gRPC
-/// answers such requests INTERNAL or UNKNOWN, as if the service had failed. The checked bytes are handed on unchanged.
+/// answers such requests INTERNAL or UNKNOWN, as if the service had failed. A request is parsed once: the message
+/// parsed here travels as a <see cref="ParsedRequest"/> feature, gRPC reads an empty frame in its place, and
+/// <see cref="ParsedRequestInterceptor"/> hands the parsed message to the service.
 /// </summary>
 internal sealed class RequestFrameValidation(RequestDelegate next)
 {
@@ -22,6 +25,9 @@ internal sealed class RequestFrameValidation(RequestDelegate next)
     public const int MaxMessageSize = 64 * 1024;
 
     private const int HeaderSize = 5;
+
+    /// <summary>An uncompressed frame of a zero-length message: what gRPC reads once the message is parsed here.</summary>
+    private static readonly byte[] EmptyFrame = new byte[HeaderSize];
 
     private static readonly Dictionary<string, MessageParser> Parsers = MeteringService.Descriptor.Methods
         .Concat(AdminService.Descriptor.Methods)
@@ -38,7 +44,7 @@ internal sealed class RequestFrameValidation(RequestDelegate next)
         }
 
         var body = await ReadBoundedAsync(context.Request.Body, HeaderSize + MaxMessageSize + 1, context.RequestAborted);
-        var problem = Check(body, context.Request.Headers["grpc-encoding"].ToString(), parser, out var tooLarge);
+        var problem = Check(body, context.Request.Headers["grpc-encoding"].ToString(), parser, out var tooLarge, out var parsed);
         if (problem is not null)
         {
             await GrpcStatusResponse.WriteAsync(
@@ -47,6 +53,12 @@ internal sealed class RequestFrameValidation(RequestDelegate next)
                 problem,
                 new ErrorInfo { Reason = tooLarge ? "MESSAGE_TOO_LARGE" : "MALFORMED_REQUEST", Domain = ErrorInterceptor.ErrorDomain });
             return;
+        }
+
+        if (parsed is not null)
+        {
+            context.Features.Set(new ParsedRequest(parsed));
+            body = EmptyFrame;
         }
 
         context.Request.Body = new MemoryStream(body, writable: false);
@@ -60,9 +72,11 @@ internal sealed class RequestFrameValidation(RequestDelegate next)
     private static bool IsGrpc(string? contentType) =>
         contentType is not null && contentType.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
 
-    private static string? Check(byte[] body, string encoding, MessageParser parser, out bool tooLarge)
+    /// <summary>What is wrong with the request, or null; <paramref name="parsed"/> is its message when it could be read here.</summary>
+    private static string? Check(byte[] body, string encoding, MessageParser parser, out bool tooLarge, out IMessage? parsed)
     {
         tooLarge = false;
+        parsed = null;
         if (body.Length > HeaderSize + MaxMessageSize)
         {
             tooLarge = true;
@@ -116,7 +130,7 @@ internal sealed class RequestFrameValidation(RequestDelegate next)
 
         try
         {
-            parser.ParseFrom(payload.Span);
+            parsed = parser.ParseFrom(payload.Span);
             return null;
         }
         catch (InvalidProtocolBufferException)
@@ -170,4 +184,20 @@ internal sealed class RequestFrameValidation(RequestDelegate next)
 
         return buffer.ToArray();
     }
+}
+
+/// <summary>A request message <see cref="RequestFrameValidation"/> has parsed already.</summary>
+internal sealed record ParsedRequest(IMessage Message);
+
+/// <summary>
+/// Hands the service the message <see cref="RequestFrameValidation"/> parsed, in place of the empty one gRPC read
+/// from the frame left behind; requests that were not parsed there (HTTP/JSON) pass unchanged. Runs first.
+/// </summary>
+internal sealed class ParsedRequestInterceptor : Interceptor
+{
+    public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(
+        TRequest request,
+        ServerCallContext context,
+        UnaryServerMethod<TRequest, TResponse> continuation) =>
+        continuation(context.GetHttpContext().Features.Get<ParsedRequest>()?.Message is TRequest parsed ? parsed : request, context);
 }

@@ -30,6 +30,7 @@ internal static class MeteringServiceCollectionExtensions
     {
         services.AddGrpc(options =>
         {
+            options.Interceptors.Add<ParsedRequestInterceptor>();
             options.Interceptors.Add<CallerInterceptor>();
             options.Interceptors.Add<ErrorInterceptor>();
             options.MaxReceiveMessageSize = RequestFrameValidation.MaxMessageSize;
@@ -58,8 +59,11 @@ internal static class MeteringServiceCollectionExtensions
         services.AddSingleton<CatalogDirectory>();
         services.AddSingleton<ICatalogProvider>(sp => sp.GetRequiredService<CatalogDirectory>());
         services.AddSingleton<SubscriptionDirectory>();
+        services.AddSingleton<CallContext>();
         services.AddSingleton<CounterCache>();
+        services.AddSingleton<EventRecorder>();
         services.AddSingleton<UsageMeter>();
+        services.AddSingleton<UsageCorrections>();
         services.AddSingleton<CounterSync>();
         services.AddHostedService<CounterSyncService>();
         services.AddSingleton<Core.History.HistoryReader>();

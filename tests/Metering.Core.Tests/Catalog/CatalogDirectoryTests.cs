@@ -151,6 +151,24 @@ public sealed class CatalogDirectoryTests
     }
 
     [Test]
+    public async Task RefreshAsync_SharedVersionOlderThanTheLoadedOne_KeepsTheNewerCatalog()
+    {
+        await _directory.UpsertPlanAsync(new UpsertPlanCommand("basic", "Basic", 0, [new LimitRequest("minutes", 7)]), CancellationToken.None);
+        _cache.Clear();
+        await _cache.PutAsync("cat", 1, CancellationToken.None); // a late write of an older version
+        var loads = _store.Loads;
+
+        var catalog = await _directory.RefreshAsync(CancellationToken.None);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(catalog.Version, Is.EqualTo(2));
+            Assert.That(catalog.GetPlan("basic").LimitFor("minutes"), Is.EqualTo(7));
+            Assert.That(_store.Loads, Is.EqualTo(loads), "no reload to an older catalog");
+        });
+    }
+
+    [Test]
     public void DeletePlanAsync_DefaultPlan_IsRefused() =>
         Assert.ThrowsAsync<PreconditionFailedException>(() => _directory.DeletePlanAsync("free", CancellationToken.None));
 

@@ -4,6 +4,8 @@ SHELL := /bin/bash
 
 CONFIGURATION ?= Release
 ADDRESS ?= http://127.0.0.1:50051
+# Storage backend of make run: empty = embedded unless ConnectionStrings__Postgres/__Redis are set; or embedded, postgres-redis.
+STORAGE ?=
 BUF := node_modules/.bin/buf
 FAULT_TABLE := TestResults/faults/reliability-table.md
 
@@ -15,8 +17,8 @@ help: ## List the targets
 build: ## Build every project (warnings are errors)
 	dotnet build Metering.sln -c $(CONFIGURATION)
 
-run: ## Serve on 127.0.0.1:50051, starting local PostgreSQL and Redis when none are configured
-	deploy/local/run.sh $(ADDRESS) -c $(CONFIGURATION)
+run: ## Serve on 127.0.0.1:50051 on the embedded storage (STORAGE=postgres-redis: local PostgreSQL and Redis, started when none are configured)
+	STORAGE="$(STORAGE)" deploy/local/run.sh $(ADDRESS) -c $(CONFIGURATION)
 
 test: $(BUF) lint ## Lint the protos, then run every test: unit, integration (real PostgreSQL and Redis), end-to-end
 	dotnet test Metering.sln -c $(CONFIGURATION) --filter "TestCategory!=Faults"
@@ -40,7 +42,7 @@ pack: ## Pack the .NET client library (Metering.Client) into artifacts/packages
 	dotnet pack src/Metering.Client -c $(CONFIGURATION) -o artifacts/packages
 
 migrate: ## Apply the database migrations to ConnectionStrings__Postgres (or the local server) and exit
-	deploy/local/run.sh migrate -c $(CONFIGURATION)
+	STORAGE="$(or $(STORAGE),postgres-redis)" deploy/local/run.sh migrate -c $(CONFIGURATION)
 
 api-key: ## Print a new API key and its configuration: make api-key NAME=chat SCOPES="metering.track"
 	@test -n "$(NAME)" -a -n "$(SCOPES)" || { echo 'usage: make api-key NAME=<caller> SCOPES="metering.check metering.track metering.read metering.admin"' >&2; exit 2; }

@@ -9,7 +9,7 @@ STORAGE ?=
 BUF := node_modules/.bin/buf
 FAULT_TABLE := TestResults/faults/reliability-table.md
 
-.PHONY: help build run test test-unit test-integration test-faults test-client pack migrate api-key lint bench servers-up servers-down clean publish image smoke-publish deploy-check
+.PHONY: help build run test test-unit test-integration test-faults test-client test-contract pack migrate api-key lint bench servers-up servers-down clean publish image smoke-publish deploy-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ test-faults: ## Fault injection on real processes (PostgreSQL, Redis, two instan
 	fi; exit $$status
 test-client: ## Run the .NET client's tests only (the real server process, PostgreSQL and Redis)
 	dotnet test tests/Metering.Client.Tests -c $(CONFIGURATION)
+
+test-contract: ## Run the storage conformance suite only: every port contract against every backend
+	dotnet test tests/Metering.Storage.Contract -c $(CONFIGURATION)
 
 pack: ## Pack the .NET client library (Metering.Client) into artifacts/packages
 	dotnet pack src/Metering.Client -c $(CONFIGURATION) -o artifacts/packages

@@ -23,6 +23,11 @@ case "$storage" in
   *) echo "run.sh: STORAGE must be embedded or postgres-redis, not '$storage'" >&2; exit 2 ;;
 esac
 
+if [[ "$storage" == "embedded" ]]; then
+  # dotnet run starts the server in its project folder: the file goes beside the local servers' data instead.
+  export Storage__Embedded__Path="${Storage__Embedded__Path:-$root/.local/metering.db}"
+fi
+
 if [[ "$storage" == "postgres-redis" && ( -z "${ConnectionStrings__Postgres:-}" || -z "${ConnectionStrings__Redis:-}" ) ]]; then
   # Captured first, so that a failure to start the servers stops here (set -e) instead of running without them.
   settings="$("$root/deploy/local/servers.sh" start)"
@@ -40,7 +45,7 @@ if [[ "$target" == "migrate" ]]; then
   exec dotnet run --project src/Metering.Server "$@" -- migrate
 fi
 if [[ "$storage" == "embedded" ]]; then
-  echo "Storage: embedded (${Storage__Embedded__Path:-.local/metering.db}; one process, counters in process; not for production). PostgreSQL and Redis: make run STORAGE=postgres-redis" >&2
+  echo "Storage: embedded ($Storage__Embedded__Path; one process, counters in process; not for production). PostgreSQL and Redis: make run STORAGE=postgres-redis" >&2
 else
   echo "Storage: postgres-redis (PostgreSQL and Redis)" >&2
 fi

@@ -4,10 +4,12 @@ SHELL := /bin/bash
 
 CONFIGURATION ?= Release
 ADDRESS ?= http://127.0.0.1:50051
+# Storage backend of make run: empty = embedded unless ConnectionStrings__Postgres/__Redis are set; or embedded, postgres-redis.
+STORAGE ?=
 BUF := node_modules/.bin/buf
 FAULT_TABLE := TestResults/faults/reliability-table.md
 
-.PHONY: help build run test test-unit test-integration test-faults test-client pack migrate api-key lint breaking proto-release format-check bench servers-up servers-down clean publish image smoke-publish deploy-check
+.PHONY: help build run test test-unit test-integration test-faults test-client test-contract pack migrate api-key lint breaking proto-release format-check bench servers-up servers-down clean publish image smoke-publish deploy-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -15,8 +17,8 @@ help: ## List the targets
 build: ## Build every project (warnings are errors)
 	dotnet build Metering.sln -c $(CONFIGURATION)
 
-run: ## Serve on 127.0.0.1:50051, starting local PostgreSQL and Redis when none are configured
-	deploy/local/run.sh $(ADDRESS) -c $(CONFIGURATION)
+run: ## Serve on 127.0.0.1:50051 on the embedded storage (STORAGE=postgres-redis: local PostgreSQL and Redis, started when none are configured)
+	STORAGE="$(STORAGE)" deploy/local/run.sh $(ADDRESS) -c $(CONFIGURATION)
 
 test: $(BUF) lint breaking ## Lint the protos and check them against the released contract, then run every test: unit, integration (real PostgreSQL and Redis), end-to-end
 	rm -rf tests/*/TestResults/*.trx
@@ -39,11 +41,14 @@ test-faults: ## Fault injection on real processes (PostgreSQL, Redis, two instan
 test-client: ## Run the .NET client's tests only (the real server process, PostgreSQL and Redis)
 	dotnet test tests/Metering.Client.Tests -c $(CONFIGURATION)
 
+test-contract: ## Run the storage conformance suite only: every port contract against every backend
+	dotnet test tests/Metering.Storage.Contract -c $(CONFIGURATION)
+
 pack: ## Pack the .NET client library (Metering.Client) into artifacts/packages
 	dotnet pack src/Metering.Client -c $(CONFIGURATION) -o artifacts/packages
 
 migrate: ## Apply the database migrations to ConnectionStrings__Postgres (or the local server) and exit
-	deploy/local/run.sh migrate -c $(CONFIGURATION)
+	STORAGE="$(or $(STORAGE),postgres-redis)" deploy/local/run.sh migrate -c $(CONFIGURATION)
 
 api-key: ## Print a new API key and its configuration: make api-key NAME=chat SCOPES="metering.track"
 	@test -n "$(NAME)" -a -n "$(SCOPES)" || { echo 'usage: make api-key NAME=<caller> SCOPES="metering.check metering.track metering.read metering.admin"' >&2; exit 2; }

@@ -23,8 +23,7 @@ try
         .AddMeteringGrpc()
         .AddMeteringSecurity()
         .AddMeteringCore(builder.Configuration)
-        .AddMeteringPostgres(builder.Configuration)
-        .AddMeteringRedis(builder.Configuration)
+        .AddMeteringStorage(builder.Configuration, builder.Environment)
         .AddMeteringTelemetry(builder.Configuration)
         .AddMeteringHttpApi(builder.Configuration);
 

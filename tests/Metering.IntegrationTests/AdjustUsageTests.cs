@@ -76,22 +76,6 @@ public sealed class AdjustUsageTests : ServiceTest
     }
 
     [Test]
-    public async Task AdjustUsage_ConcurrentCallsWithTheSameKey_CountOnce()
-    {
-        var subject = await SubscribeAsync("starter");
-        await TrackAsync(subject, Minutes, 200);
-
-        var results = await Task.WhenAll(Enumerable.Range(0, 16).Select(_ => AdjustAsync(subject, Minutes, -30, "broken session", "refund-once")));
-
-        Assert.Multiple(async () =>
-        {
-            Assert.That(results.Count(r => !r.Duplicate), Is.EqualTo(1));
-            Assert.That((await RemainingAsync(subject, Minutes)).Used, Is.EqualTo(170));
-            Assert.That(await LedgerProbe.EventSumAsync(Host, subject, Minutes), Is.EqualTo(170));
-        });
-    }
-
-    [Test]
     public async Task AdjustUsage_RacingTrackUsage_LosesNothing()
     {
         var subject = await SubscribeAsync("premium");

@@ -154,23 +154,6 @@ public sealed class CheckLimitTests : ServiceTest
     }
 
     [Test]
-    public async Task ReleaseReservation_OfAnotherSubjectsHold_ReleasesNothing()
-    {
-        var owner = await SubscribeAsync("starter");
-        var other = await SubscribeAsync("starter");
-        var check = await CheckAsync(owner, Interviews, 2, reserve: true);
-
-        var response = await Metering.ReleaseReservationAsync(new ReleaseReservationRequest { SubjectId = other, ReservationId = check.ReservationId });
-
-        var owners = await RemainingAsync(owner, Interviews);
-        Assert.Multiple(() =>
-        {
-            Assert.That(response.Released, Is.False);
-            Assert.That(owners.Reserved, Is.EqualTo(2));
-        });
-    }
-
-    [Test]
     public async Task CheckLimit_UnknownSubject_IsEnrolledOnTheDefaultFreePlan()
     {
         var subject = NewSubject();

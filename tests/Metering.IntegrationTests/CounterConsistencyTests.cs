@@ -1,11 +1,6 @@
 using Metering.Api.V1;
-using Metering.Core.Periods;
-using Metering.Core.Ports;
-using Metering.Core.Usage;
 using Metering.IntegrationTests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
-using NodaTime;
-using Period = Metering.Core.Periods.Period;
 using Npgsql;
 using StackExchange.Redis;
 using static Metering.IntegrationTests.Infrastructure.UsageTypes;
@@ -98,27 +93,6 @@ public sealed class CounterConsistencyTests : ServiceTest
             Assert.That(ledger, Is.EqualTo(Events));
             Assert.That(cached.Used, Is.EqualTo(Events));
         });
-    }
-
-    [Test]
-    public async Task Counters_WhenAStaleRebuildArrivesAfterANewerWrite_KeepTheNewerValue()
-    {
-        var subject = await SubscribeAsync("pro");
-        await TrackAsync(subject, Minutes, 7);
-        var key = (await CounterKeysAsync(subject, Minutes)).Single();
-        var fresh = await Host.Redis.HashGetAllAsync(key);
-        var version = (long)fresh.Single(e => e.Name == "v").Value;
-
-        var status = await RemainingAsync(subject, Minutes);
-        var period = new Period(
-            Instant.FromDateTimeOffset(status.PeriodStart.ToDateTimeOffset()),
-            Instant.FromDateTimeOffset(status.ResetsAt.ToDateTimeOffset()));
-
-        // A rebuild that read the ledger before the write above lands late, with an older version.
-        var stale = new CounterValue(new CounterKey(subject, Minutes, period), Total: 0, Held: 0, Version: version - 1);
-        await Host.Services.GetRequiredService<ICounterStore>().ApplyAsync([stale], CancellationToken.None);
-
-        Assert.That((await RemainingAsync(subject, Minutes)).Used, Is.EqualTo(7));
     }
 
     private async Task<long> DeleteCountersAsync(string subject)

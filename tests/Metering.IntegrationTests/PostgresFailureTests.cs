@@ -98,8 +98,8 @@ public sealed class PostgresFailureTests
     [Test]
     public async Task ConnectionStringDefaults_ApplyUnlessTheStringSetsItsOwn()
     {
-        var defaults = new NpgsqlConnectionStringBuilder(MeteringServiceCollectionExtensions.WithLedgerDefaults("Host=127.0.0.1;Database=m"));
-        var own = new NpgsqlConnectionStringBuilder(MeteringServiceCollectionExtensions.WithLedgerDefaults(
+        var defaults = new NpgsqlConnectionStringBuilder(PostgresStorageServiceCollectionExtensions.WithLedgerDefaults("Host=127.0.0.1;Database=m"));
+        var own = new NpgsqlConnectionStringBuilder(PostgresStorageServiceCollectionExtensions.WithLedgerDefaults(
             "Host=127.0.0.1;Database=m;Maximum Pool Size=50;timeout=7;CommandTimeout=9;Max Auto Prepare=0;Options=-c lock_timeout=3s"));
 
         await using var host = await MeteringHost.StartAsync(ServiceTest.DefaultStartForTests);

@@ -9,31 +9,6 @@ namespace Metering.IntegrationTests;
 public sealed class TrackUsageTests : ServiceTest
 {
     [Test]
-    public async Task TrackUsage_SameCallSent20TimesConcurrently_CountsOnce()
-    {
-        var subject = await SubscribeAsync("pro");
-        var request = new TrackUsageRequest
-        {
-            SubjectId = subject,
-            IdempotencyKey = "session-42",
-            Usage = { Usage(Minutes, 17), Usage(Interviews, 1) },
-            Attributes = { ["session_id"] = "42" },
-        };
-
-        var responses = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => Metering.TrackUsageAsync(request).ResponseAsync));
-
-        var minutes = await RemainingAsync(subject, Minutes);
-        var interviews = await RemainingAsync(subject, Interviews);
-        Assert.Multiple(() =>
-        {
-            Assert.That(responses.Count(r => !r.Duplicate), Is.EqualTo(1));
-            Assert.That(responses.Count(r => r.Duplicate), Is.EqualTo(19));
-            Assert.That(minutes.Used, Is.EqualTo(17));
-            Assert.That(interviews.Used, Is.EqualTo(1));
-        });
-    }
-
-    [Test]
     public async Task TrackUsage_RetryWithUsageInAnotherOrder_IsTheSamePayload()
     {
         var subject = await SubscribeAsync("pro");
@@ -72,72 +47,6 @@ public sealed class TrackUsageTests : ServiceTest
         {
             Assert.That(error.GetRpcStatus()!.GetDetail<ErrorInfo>().Reason, Is.EqualTo("IDEMPOTENCY_KEY_REUSED"));
             Assert.That(status.Used, Is.EqualTo(10));
-        });
-    }
-
-    [Test]
-    public async Task TrackUsage_SameKeyForTwoSubjects_CountsForEach()
-    {
-        var alice = await SubscribeAsync("pro");
-        var bob = await SubscribeAsync("pro");
-
-        var a = await TrackAsync(alice, Minutes, 10, key: "session-1");
-        var b = await TrackAsync(bob, Minutes, 10, key: "session-1");
-
-        Assert.Multiple(() =>
-        {
-            Assert.That(a.Duplicate, Is.False);
-            Assert.That(b.Duplicate, Is.False);
-            Assert.That(b.Limits[0].Used, Is.EqualTo(10));
-        });
-    }
-
-    [TestCase(10, 40)]
-    [TestCase(30, 5)]
-    public async Task TrackUsage_SettlingAHold_RecordsTheActualAmountAndReleasesTheHold(long held, long actual)
-    {
-        var subject = await SubscribeAsync("starter");
-        var check = await CheckAsync(subject, Minutes, held, reserve: true);
-        Assert.That((await RemainingAsync(subject, Minutes)).Reserved, Is.EqualTo(held));
-
-        var response = await Metering.TrackUsageAsync(new TrackUsageRequest
-        {
-            SubjectId = subject,
-            IdempotencyKey = "settle",
-            ReservationId = check.ReservationId,
-            Usage = { Usage(Minutes, actual) },
-        });
-
-        Assert.Multiple(() =>
-        {
-            Assert.That(response.Limits[0].Used, Is.EqualTo(actual));
-            Assert.That(response.Limits[0].Reserved, Is.Zero);
-            Assert.That(response.Limits[0].Remaining, Is.EqualTo(300 - actual));
-        });
-    }
-
-    [Test]
-    public async Task TrackUsage_RetryOfASettle_CountsOnceAndLeavesOtherHoldsAlone()
-    {
-        var subject = await SubscribeAsync("starter");
-        var settled = await CheckAsync(subject, Minutes, 20, reserve: true);
-        await CheckAsync(subject, Minutes, 30, reserve: true);
-        var request = new TrackUsageRequest
-        {
-            SubjectId = subject,
-            IdempotencyKey = "session-7",
-            ReservationId = settled.ReservationId,
-            Usage = { Usage(Minutes, 25) },
-        };
-
-        await Metering.TrackUsageAsync(request);
-        var retry = await Metering.TrackUsageAsync(request);
-
-        Assert.Multiple(() =>
-        {
-            Assert.That(retry.Duplicate, Is.True);
-            Assert.That(retry.Limits[0].Used, Is.EqualTo(25));
-            Assert.That(retry.Limits[0].Reserved, Is.EqualTo(30));
         });
     }
 
@@ -185,76 +94,4 @@ public sealed class TrackUsageTests : ServiceTest
         });
     }
 
-    [Test]
-    public async Task TrackUsage_EnforcedInParallel_NeverOverspends()
-    {
-        var subject = await SubscribeAsync("starter");
-
-        var outcomes = await Task.WhenAll(Enumerable.Range(0, 12).Select(async i =>
-        {
-            try
-            {
-                await Metering.TrackUsageAsync(new TrackUsageRequest
-                {
-                    SubjectId = subject,
-                    IdempotencyKey = $"interview-{i}",
-                    Usage = { Usage(Interviews, 1) },
-                    Enforce = true,
-                });
-                return StatusCode.OK;
-            }
-            catch (RpcException ex)
-            {
-                return ex.StatusCode;
-            }
-        }));
-
-        var status = await RemainingAsync(subject, Interviews);
-        Assert.Multiple(() =>
-        {
-            Assert.That(outcomes.Count(o => o == StatusCode.OK), Is.EqualTo(3));
-            Assert.That(outcomes.Count(o => o == StatusCode.ResourceExhausted), Is.EqualTo(9));
-            Assert.That(status.Used, Is.EqualTo(3));
-            Assert.That(status.Reserved, Is.Zero);
-        });
-    }
-
-    [Test]
-    public async Task TrackUsage_EnforcedSettleOfItsOwnHold_DoesNotCountTheHoldAgainstItself()
-    {
-        var subject = await SubscribeAsync("starter");
-        var check = await CheckAsync(subject, Interviews, 3, reserve: true);
-
-        var response = await Metering.TrackUsageAsync(new TrackUsageRequest
-        {
-            SubjectId = subject,
-            IdempotencyKey = "all-three",
-            ReservationId = check.ReservationId,
-            Usage = { Usage(Interviews, 3) },
-            Enforce = true,
-        });
-
-        Assert.Multiple(() =>
-        {
-            Assert.That(response.Limits[0].Used, Is.EqualTo(3));
-            Assert.That(response.Limits[0].Reserved, Is.Zero);
-        });
-    }
-
-    [Test]
-    public async Task TrackUsage_EnforcedAgainstAnotherCallersHold_IsDenied()
-    {
-        var subject = await SubscribeAsync("starter");
-        await CheckAsync(subject, Interviews, 3, reserve: true);
-
-        FailsWith(StatusCode.ResourceExhausted, () => Metering.TrackUsageAsync(new TrackUsageRequest
-        {
-            SubjectId = subject,
-            IdempotencyKey = "no-room",
-            Usage = { Usage(Interviews, 1) },
-            Enforce = true,
-        }).ResponseAsync);
-
-        Assert.That((await RemainingAsync(subject, Interviews)).Used, Is.Zero);
-    }
 }

@@ -8,19 +8,24 @@ namespace Metering.Server.Hosting;
 /// <summary>
 /// Runs <see cref="CounterSync"/> on every instance: the outbox drained every <c>Metering:OutboxDrainInterval</c>
 /// (so counters follow every commit within a second), holds past their time ended every second. Also reports whether
-/// this instance serves without Redis (the degraded gauge).
+/// this instance serves without Redis (the degraded gauge; postgres-redis only).
 /// </summary>
 internal sealed partial class CounterSyncService(
     CounterSync sync,
-    RedisGuard guard,
     MeteringMetrics metrics,
     IConfiguration configuration,
-    ILogger<CounterSyncService> logger) : BackgroundService
+    ILogger<CounterSyncService> logger,
+    RedisGuard? guard = null) : BackgroundService
 {
     public override Task StartAsync(CancellationToken cancellationToken)
     {
-        guard.Degraded += (_, _) => metrics.SetDegraded(true);
-        guard.Recovered += (_, _) => metrics.SetDegraded(false);
+        // The embedded backend has no Redis: it is never degraded.
+        if (guard is not null)
+        {
+            guard.Degraded += (_, _) => metrics.SetDegraded(true);
+            guard.Recovered += (_, _) => metrics.SetDegraded(false);
+        }
+
         return base.StartAsync(cancellationToken);
     }
 

@@ -22,7 +22,7 @@ internal sealed class ServerOptions
     public TimeSpan ShutdownDelay { get; set; } = TimeSpan.Zero;
 }
 
-/// <summary>The connection strings the service cannot run without.</summary>
+/// <summary>The connection strings the postgres-redis backend cannot run without (checked at start by <see cref="StorageBackends"/>).</summary>
 internal sealed class ConnectionStringsOptions
 {
     public string? Postgres { get; set; }
@@ -105,11 +105,6 @@ internal static class ServerHosting
         }));
 
         builder.Services.AddOptions<ServerOptions>().Bind(configuration.GetSection("Metering")).ValidateDataAnnotations().ValidateOnStart();
-        builder.Services.AddOptions<ConnectionStringsOptions>()
-            .Bind(configuration.GetSection("ConnectionStrings"))
-            .Validate(o => !string.IsNullOrWhiteSpace(o.Postgres), "ConnectionStrings:Postgres is not set (environment: ConnectionStrings__Postgres)")
-            .Validate(o => !string.IsNullOrWhiteSpace(o.Redis), "ConnectionStrings:Redis is not set (environment: ConnectionStrings__Redis)")
-            .ValidateOnStart();
         builder.Services.AddOptions<HostOptions>().Configure<IOptions<ServerOptions>>((host, server) =>
             host.ShutdownTimeout = server.Value.ShutdownDelay + server.Value.DrainTimeout);
         builder.Services.AddHostedService<ShutdownDelay>();

@@ -80,6 +80,7 @@ internal static class MeteringServiceCollectionExtensions
                     (RelationalEventId.TransactionError, LogLevel.Debug),
                     (CoreEventId.QueryIterationFailed, LogLevel.Debug),
                     (CoreEventId.SaveChangesFailed, LogLevel.Debug))));
+        services.AddOptions<LedgerWriteOptions>().Bind(configuration.GetSection("Ledger")).ValidateDataAnnotations().ValidateOnStart();
         services.Configure<CatalogSeed>(configuration.GetSection("Catalog"));
         services.AddSingleton<PostgresCatalogStore>();
         services.AddSingleton<ICatalogStore>(sp => sp.GetRequiredService<PostgresCatalogStore>());

@@ -13,6 +13,12 @@ internal static class BenchmarkProgram
     {
         // The in-process host reads the server's appsettings.json from its project folder.
         Environment.SetEnvironmentVariable("ASPNETCORE_TEST_CONTENTROOT_METERING_SERVER", Path.Combine(RepositoryRoot(), "src", "Metering.Server"));
+        if (args is ["concurrent", ..])
+        {
+            ConcurrentTrackUsage.RunAsync(args[1..]).GetAwaiter().GetResult();
+            return;
+        }
+
         var config = DefaultConfig.Instance
             .AddJob(Job.ShortRun.WithToolchain(InProcessEmitToolchain.Instance).WithMinIterationTime(TimeInterval.FromMilliseconds(250)).WithWarmupCount(8).WithIterationCount(6))
             .WithOptions(ConfigOptions.JoinSummary);

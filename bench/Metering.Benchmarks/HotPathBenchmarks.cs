@@ -94,7 +94,7 @@ public class HotPathBenchmarks
             CancellationToken.None);
 
     /// <summary>The service in process, with its real stores and clock; the first use of Services starts it.</summary>
-    private sealed class Host(string postgres, string redis) : WebApplicationFactory<Program>
+    internal sealed class Host(string postgres, string redis) : WebApplicationFactory<Program>
     {
         protected override void ConfigureWebHost(IWebHostBuilder builder)
         {

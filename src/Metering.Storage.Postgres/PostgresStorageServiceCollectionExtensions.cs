@@ -28,6 +28,7 @@ public static partial class PostgresStorageServiceCollectionExtensions
                     (RelationalEventId.TransactionError, LogLevel.Debug),
                     (CoreEventId.QueryIterationFailed, LogLevel.Debug),
                     (CoreEventId.SaveChangesFailed, LogLevel.Debug))));
+        services.AddOptions<LedgerWriteOptions>().Bind(configuration.GetSection("Ledger")).ValidateDataAnnotations().ValidateOnStart();
         services.Configure<CatalogSeed>(configuration.GetSection("Catalog"));
         services.AddSingleton<PostgresCatalogStore>();
         services.AddSingleton<ICatalogStore>(sp => sp.GetRequiredService<PostgresCatalogStore>());

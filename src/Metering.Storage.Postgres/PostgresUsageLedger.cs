@@ -8,6 +8,7 @@ using Metering.Core.Usage;
 using Metering.Core.Validation;
 using Metering.Storage.Postgres.Entities;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
 using NodaTime;
 using Npgsql;
 using Period = Metering.Core.Periods.Period;
@@ -20,13 +21,25 @@ namespace Metering.Storage.Postgres;
 /// meanwhile, and ends by refreshing the changed counters: each gets a new version from one sequence (so the cache can
 /// always tell the newer of two values) and an outbox entry, committed with the change.
 /// </summary>
-public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> contexts) : IUsageLedger
+public sealed partial class PostgresUsageLedger : IUsageLedger
 {
-    public Task<RecordOutcome> RecordAsync(UsageEvent usageEvent, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(token => RecordOnceAsync(usageEvent, token), cancellationToken);
+    private readonly IDbContextFactory<MeteringDbContext> contexts;
+    private readonly GroupCommitQueue<PendingWrite> writes;
 
+    public PostgresUsageLedger(IDbContextFactory<MeteringDbContext> contexts, IOptions<LedgerWriteOptions>? options = null)
+    {
+        this.contexts = contexts;
+        var settings = options?.Value ?? new LedgerWriteOptions();
+        writes = new GroupCommitQueue<PendingWrite>(RunBatchAsync, settings.WriteConnections, settings.MaxWriteBatch);
+    }
+
+    /// <summary>Recorded in the next group commit (see <see cref="RunBatchAsync"/>); returns after it committed.</summary>
+    public Task<RecordOutcome> RecordAsync(UsageEvent usageEvent, CancellationToken cancellationToken) =>
+        LedgerGuard.RunAsync(token => SubmitAsync<RecordOutcome>(new PendingWrite(usageEvent.SubjectId, usageEvent, null, token)), cancellationToken);
+
+    /// <summary>Decided and placed in the next group commit (see <see cref="RunBatchAsync"/>); returns after it committed.</summary>
     public Task<HoldOutcome> HoldAsync(HoldRequest request, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(token => HoldOnceAsync(request, token), cancellationToken);
+        LedgerGuard.RunAsync(token => SubmitAsync<HoldOutcome>(new PendingWrite(request.SubjectId, null, request, token)), cancellationToken);
 
     public Task<CounterChanges?> ReleaseHoldAsync(string subjectId, string reservationId, CancellationToken cancellationToken) =>
         LedgerGuard.RunAsync(
@@ -252,15 +265,12 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
             },
             cancellationToken);
 
-    private async Task<HoldOutcome> HoldOnceAsync(HoldRequest request, CancellationToken cancellationToken)
+    /// <summary>
+    /// Decides and places one hold inside the batch's transaction, the subject locked and its calendar checked by the
+    /// caller. Returns the outcome and whether it wrote anything to keep (only a newly placed hold).
+    /// </summary>
+    private static async Task<(HoldOutcome Outcome, bool Keep)> HoldInAsync(MeteringDbContext db, HoldRequest request, CancellationToken cancellationToken)
     {
-        await using var db = await contexts.CreateDbContextAsync(cancellationToken);
-        await using var transaction = await db.Database.BeginTransactionAsync(cancellationToken);
-        if (!await LockSubjectAsync(db, request.SubjectId, request.Calendar, cancellationToken))
-        {
-            return new HoldOutcome.CalendarChanged();
-        }
-
         var readings = await ReadAsync(db, request.SubjectId, request.Lines, excludeReservationId: null, cancellationToken);
         if (request.RequestId is { } requestId && await FindByRequestIdAsync(db, request.SubjectId, requestId, cancellationToken) is { } earlier)
         {
@@ -268,18 +278,18 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
                 earlier.Lines.Any(e => e.UsageType == l.Key.UsageType && e.Amount == l.Amount));
             if (!same)
             {
-                return new HoldOutcome.RequestIdConflict();
+                return (new HoldOutcome.RequestIdConflict(), false);
             }
 
             // The hold is in the readings already: report them without it, as the first answer did.
             var withoutIt = readings.Select((r, i) => r with { Reserved = Math.Max(0, r.Reserved - (earlier.Live ? request.Lines[i].Amount : 0)) }).ToList();
-            return new HoldOutcome.Decided(withoutIt, earlier.Live ? earlier.Hold : null, CounterChanges.None);
+            return (new HoldOutcome.Decided(withoutIt, earlier.Live ? earlier.Hold : null, CounterChanges.None), false);
         }
 
         var granted = request.Lines.Select((line, i) => LimitRules.CanGrant(line.Limit, readings[i].Used, readings[i].Reserved, line.Amount)).All(ok => ok);
         if (!granted)
         {
-            return new HoldOutcome.Decided(readings, null, CounterChanges.None);
+            return (new HoldOutcome.Decided(readings, null, CounterChanges.None), false);
         }
 
         var live = (await db.Database
@@ -290,7 +300,7 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
             .ToListAsync(cancellationToken))[0];
         if (live >= request.MaxLiveHolds)
         {
-            return new HoldOutcome.TooManyHolds(live);
+            return (new HoldOutcome.TooManyHolds(live), false);
         }
 
         var placedAt = request.PlacedAt.ToDateTimeUtc();
@@ -316,24 +326,16 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
         }
 
         var changes = await RefreshCountersAsync(db, request.SubjectId, ranges, cancellationToken);
-        await transaction.CommitAsync(cancellationToken);
-        return new HoldOutcome.Decided(readings, new PlacedHold(request.ReservationId, ToInstant(expiresAt), request.PlacedAt, false), changes);
+        return (new HoldOutcome.Decided(readings, new PlacedHold(request.ReservationId, ToInstant(expiresAt), request.PlacedAt, false), changes), true);
     }
 
-    private async Task<RecordOutcome> RecordOnceAsync(UsageEvent usageEvent, CancellationToken cancellationToken)
+    /// <summary>
+    /// Records one event inside the batch's transaction, the subject locked and its calendar checked by the caller.
+    /// Returns the outcome and whether it wrote anything to keep (only <see cref="RecordOutcome.Recorded"/>); a
+    /// correction that would take a total below zero throws, and the caller undoes what it wrote.
+    /// </summary>
+    private static async Task<(RecordOutcome Outcome, bool Keep)> RecordInAsync(MeteringDbContext db, UsageEvent usageEvent, CancellationToken cancellationToken)
     {
-        await using var db = await contexts.CreateDbContextAsync(cancellationToken);
-        await using var transaction = await db.Database.BeginTransactionAsync(cancellationToken);
-
-        // The periods were computed with this calendar: hold it still until commit. An event that changes holds or is
-        // enforced takes the subject exclusively, like every grant; plain usage only needs the calendar to stay, so
-        // plain events of one subject are recorded side by side.
-        var holdsChange = usageEvent.EnforcedLimits is not null || NullIfEmpty(usageEvent.ReservationId) is not null;
-        if (!await LockSubjectAsync(db, usageEvent.SubjectId, usageEvent.Calendar, cancellationToken, exclusive: holdsChange))
-        {
-            return new RecordOutcome.CalendarChanged();
-        }
-
         if (usageEvent.Kind == UsageEventKind.Reset)
         {
             // Record minus the period total: usage racing the reset waits for the subject and is added after it.
@@ -356,10 +358,14 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
             .ToListAsync(cancellationToken)).SingleOrDefault();
         if (eventId is null)
         {
-            await transaction.RollbackAsync(cancellationToken);
-            var recorded = await FindFingerprintOnceAsync(usageEvent.SubjectId, usageEvent.IdempotencyKey, cancellationToken)
+            // The conflicting event is committed (the insert waited for it) or was written earlier in this
+            // transaction, so a new statement sees it.
+            var recorded = await db.UsageEvents
+                .Where(e => e.SubjectId == usageEvent.SubjectId && e.IdempotencyKey == usageEvent.IdempotencyKey)
+                .Select(e => e.Fingerprint)
+                .SingleOrDefaultAsync(cancellationToken)
                 ?? throw new InvalidOperationException("A conflicting usage event vanished.");
-            return new RecordOutcome.AlreadyRecorded(recorded);
+            return (new RecordOutcome.AlreadyRecorded(recorded), false);
         }
 
         if (usageEvent.EnforcedLimits is { } limits)
@@ -368,8 +374,7 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
             var readings = await ReadAsync(db, usageEvent.SubjectId, lines, NullIfEmpty(usageEvent.ReservationId), cancellationToken);
             if (!lines.Select((line, i) => LimitRules.CanGrant(line.Limit, readings[i].Used, readings[i].Reserved, line.Amount)).All(ok => ok))
             {
-                await transaction.RollbackAsync(cancellationToken);
-                return new RecordOutcome.Refused(readings);
+                return (new RecordOutcome.Refused(readings), false);
             }
         }
 
@@ -392,13 +397,11 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
             if (row.Total > RequestValidator.MaxPeriodTotal)
             {
                 // Refused before it could grow towards what int64 cannot hold.
-                await transaction.RollbackAsync(cancellationToken);
-                return new RecordOutcome.TotalCeilingReached(line.Key.UsageType);
+                return (new RecordOutcome.TotalCeilingReached(line.Key.UsageType), false);
             }
 
             if (row.Total < 0)
             {
-                await transaction.RollbackAsync(cancellationToken);
                 throw new PreconditionFailedException(
                     "USAGE_BELOW_ZERO",
                     $"The correction would take the '{line.Key.UsageType}' total of its period to {row.Total}; totals never go below zero.",
@@ -429,8 +432,7 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
             await QueueAsync(db, totals, cancellationToken);
         }
 
-        await transaction.CommitAsync(cancellationToken);
-        return new RecordOutcome.Recorded(changes, usageEvent.Lines);
+        return (new RecordOutcome.Recorded(changes, usageEvent.Lines), true);
     }
 
     private static async Task QueueAsync(MeteringDbContext db, IReadOnlyList<CounterValue> values, CancellationToken cancellationToken)
@@ -521,27 +523,6 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
         }
 
         return new CounterChanges([.. values.Values]);
-    }
-
-    /// <summary>
-    /// Locks the subject's subscription row for the rest of the transaction, so that a calendar change waits. Exclusive
-    /// (every grant and every change of holds): the state a grant is decided on cannot change before it commits. Shared
-    /// (plain usage): plain events run side by side, and wait for grants. False when the calendar is no longer the one
-    /// the caller computed its periods with.
-    /// </summary>
-    private static async Task<bool> LockSubjectAsync(MeteringDbContext db, string subjectId, BillingCalendar calendar, CancellationToken cancellationToken, bool exclusive = true)
-    {
-        var current = await (exclusive
-                ? db.Database.SqlQuery<CalendarRow>($"""
-                    SELECT billing_anchor_day AS "BillingAnchorDay", time_zone AS "TimeZone"
-                    FROM subscriptions WHERE subject_id = {subjectId} FOR NO KEY UPDATE
-                    """)
-                : db.Database.SqlQuery<CalendarRow>($"""
-                    SELECT billing_anchor_day AS "BillingAnchorDay", time_zone AS "TimeZone"
-                    FROM subscriptions WHERE subject_id = {subjectId} FOR SHARE
-                    """))
-            .ToListAsync(cancellationToken);
-        return current is [var row] && row.BillingAnchorDay == calendar.BillingAnchorDay && row.TimeZone == calendar.TimeZone;
     }
 
     private static Task LockSubjectAsync(MeteringDbContext db, string subjectId, CancellationToken cancellationToken) =>
@@ -655,8 +636,6 @@ public sealed class PostgresUsageLedger(IDbContextFactory<MeteringDbContext> con
     private static Instant ToInstant(DateTime value) => Instant.FromDateTimeUtc(DateTime.SpecifyKind(value, DateTimeKind.Utc));
 
     private static string? NullIfEmpty(string? value) => string.IsNullOrEmpty(value) ? null : value;
-
-    private sealed record CalendarRow(int BillingAnchorDay, string TimeZone);
 
     private sealed record TotalRow(string UsageType, DateTime Start, DateTime End, long Total, long Held, long Version)
     {

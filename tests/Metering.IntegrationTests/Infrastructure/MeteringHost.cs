@@ -43,6 +43,15 @@ public sealed class MeteringHost : WebApplicationFactory<Program>
     /// <summary>Redis as the service sees it, for tests that tamper with the cache.</summary>
     public IDatabase Redis => Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
 
+    /// <summary>Empties Redis as the service sees it: the one server, or every primary of a cluster.</summary>
+    public async Task FlushRedisAsync()
+    {
+        foreach (var server in Services.GetRequiredService<IConnectionMultiplexer>().GetServers().Where(s => !s.IsReplica))
+        {
+            await server.FlushDatabaseAsync();
+        }
+    }
+
     private GrpcChannel Channel => _channel ??= ChannelFor(TestKeys.All);
 
     /// <summary>A new channel to the host whose calls carry <paramref name="apiKey"/> as a bearer token (none when null).</summary>

@@ -30,6 +30,7 @@ internal static class LoadRun
 
         var output = Path.Combine(root, "TestResults", "loadbench");
         Progress($"callers {options.Callers}, subjects {options.Subjects}, {options.Duration.TotalSeconds:0.#} s per scenario after {options.Warmup.TotalSeconds:0.#} s of warm-up");
+        var loadBefore = LoadAverage();
         var stores = await LocalStores.PrepareAsync(root);
         var run = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
         var apiKey = "mtr_loadbench_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
@@ -65,13 +66,14 @@ internal static class LoadRun
         Task<int> ServiceConnections() => stores.ConnectionsToAsync(LocalStores.ServiceDatabase);
         var rows = new List<Row>();
 
-        async Task<Row> MeasureAsync(string name, string unit, Func<Task<LoopResult>> loop, Func<Task<int>>? connections, ChildServer? process, Row? against)
+        async Task<Row> MeasureAsync(string name, string unit, Func<Degraded, Task<LoopResult>> loop, Func<Task<int>>? connections, ChildServer? process, Row? against)
         {
             Progress($"{name}...");
+            var degraded = new Degraded();
             await using var sampler = Sampler.Start(connections, process is null ? null : process.ResidentBytes);
-            var result = await loop();
+            var result = await loop(degraded);
             var (peakConnections, peakResident) = await sampler.StopAsync();
-            var row = new Row(name, unit, result, against, peakConnections, peakResident);
+            var row = new Row(name, unit, result, against, peakConnections, peakResident, degraded.Count);
             rows.Add(row);
             Progress($"  {row.Summary()}");
             return row;
@@ -81,14 +83,14 @@ internal static class LoadRun
 
         // References first, while the service idles.
         var evalSha = await MeasureAsync("reference: gRPC + one EVALSHA", "calls/s",
-            () => ForDuration(_ => referenceClient.CheckLimitAsync(Check(AnySubject()), headers).ResponseAsync), null, reference, null);
+            _ => ForDuration(_ => referenceClient.CheckLimitAsync(Check(AnySubject()), headers).ResponseAsync), null, reference, null);
 
         var referenceSource = new NpgsqlDataSourceBuilder(new NpgsqlConnectionStringBuilder(stores.ReferencePostgres) { MaxPoolSize = options.Callers }.ConnectionString).Build();
         await using (referenceSource)
         {
             var durable = new DurableWrite(referenceSource);
             var durableRow = await MeasureAsync("reference: durable write (event + total, one transaction)", "writes/s",
-                () => ForDuration(sequence => durable.WriteAsync(AnySubject(), Key("d", sequence), 1)),
+                _ => ForDuration(sequence => durable.WriteAsync(AnySubject(), Key("d", sequence), 1)),
                 () => stores.ConnectionsToAsync(LocalStores.ReferenceDatabase), null, null);
 
             // Every subject's first call (enrolment, counters built), not measured: the warm scenarios start from here.
@@ -96,30 +98,31 @@ internal static class LoadRun
             var touch = await ClosedLoop.ForCountAsync(options.Callers, subjects.Length, sequence => service.CheckLimitAsync(Check(subjects[sequence - 1]), headers).ResponseAsync);
 
             await MeasureAsync("CheckLimit, warm subject", "calls/s",
-                () => ForDuration(_ => service.CheckLimitAsync(Check(AnySubject()), headers).ResponseAsync), ServiceConnections, server, evalSha);
+                degraded => ForDuration(async _ => degraded.Note((await service.CheckLimitAsync(Check(AnySubject()), headers)).Degraded)), ServiceConnections, server, evalSha);
 
-            await MeasureAsync($"CheckLimit, cold: {options.Subjects} subjects never seen before", "calls/s", async () =>
+            await MeasureAsync($"CheckLimit, cold: {options.Subjects} subjects never seen before", "calls/s", async degraded =>
             {
-                await ClosedLoop.ForCountAsync(options.Callers, Math.Min(200, options.Subjects), sequence => service.CheckLimitAsync(Check($"lb-{run}-warmup-cold-{sequence}"), headers).ResponseAsync);
-                return await ClosedLoop.ForCountAsync(options.Callers, options.Subjects, sequence => service.CheckLimitAsync(Check($"lb-{run}-cold-{sequence}"), headers).ResponseAsync);
+                await ClosedLoop.ForCountAsync(options.Callers, Math.Min(200, options.Subjects), async sequence => degraded.Note((await service.CheckLimitAsync(Check($"lb-{run}-warmup-cold-{sequence}"), headers)).Degraded));
+                return await ClosedLoop.ForCountAsync(options.Callers, options.Subjects, async sequence => degraded.Note((await service.CheckLimitAsync(Check($"lb-{run}-cold-{sequence}"), headers)).Degraded));
             }, ServiceConnections, server, evalSha);
 
             await MeasureAsync("GetRemaining", "calls/s",
-                () => ForDuration(_ => service.GetRemainingAsync(new GetRemainingRequest { SubjectId = AnySubject(), UsageTypes = { UsageType } }, headers).ResponseAsync),
+                degraded => ForDuration(async _ => degraded.Note((await service.GetRemainingAsync(new GetRemainingRequest { SubjectId = AnySubject(), UsageTypes = { UsageType } }, headers)).Degraded)),
                 ServiceConnections, server, evalSha);
 
             await MeasureAsync("TrackUsage, unique idempotency keys", "calls/s",
-                () => ForDuration(sequence => service.TrackUsageAsync(Track(AnySubject(), Key("t", sequence)), headers).ResponseAsync),
+                _ => ForDuration(sequence => service.TrackUsageAsync(Track(AnySubject(), Key("t", sequence)), headers).ResponseAsync),
                 ServiceConnections, server, durableRow);
 
             await MeasureAsync("session: CheckLimit reserve, then TrackUsage settling it", "sessions/s",
-                () => ForDuration(async sequence =>
+                degraded => ForDuration(async sequence =>
                 {
                     var subject = AnySubject();
                     var check = Check(subject);
                     check.Reserve = true;
                     check.RequestId = Key("r", sequence);
                     var hold = await service.CheckLimitAsync(check, headers).ResponseAsync.ConfigureAwait(false);
+                    degraded.Note(hold.Degraded);
                     if (!hold.Allowed || hold.ReservationId.Length == 0)
                     {
                         throw new BenchCallException("reserve refused");
@@ -133,11 +136,11 @@ internal static class LoadRun
 
             if (touch.Errors.Count > 0)
             {
-                rows.Add(new Row("(touching the subjects before the warm scenarios)", "calls/s", touch, null, null, null));
+                rows.Add(new Row("(touching the subjects before the warm scenarios)", "calls/s", touch, null, null, null, null));
             }
         }
 
-        var table = Table(rows, options, await stores.DescribeAsync());
+        var table = Table(rows, options, $"{await stores.DescribeAsync()}; {await stores.LedgerSizeAsync()}", $"load average {loadBefore} before the run, {LoadAverage()} after it");
         Console.WriteLine();
         Console.WriteLine(table);
         if (options.TablePath is { } path)
@@ -190,19 +193,23 @@ internal static class LoadRun
         HttpHandler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true },
     });
 
-    private static string Table(List<Row> rows, BenchOptions options, string stores)
+    /// <summary>The 1-minute load average (/proc/loadavg): how much else the machine ran beside the benchmark.</summary>
+    private static string LoadAverage() =>
+        File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "?";
+
+    private static string Table(List<Row> rows, BenchOptions options, string stores, string load)
     {
         var text = new StringBuilder();
-        text.AppendLine("| scenario | rate | p50 ms | p99 ms | ratio to its reference | errors by status | PostgreSQL connections (peak) | RSS MB (peak) |");
-        text.AppendLine("|---|---:|---:|---:|---|---|---:|---:|");
+        text.AppendLine("| scenario | rate | p50 ms | p99 ms | ratio to its reference | errors by status | degraded answers | PostgreSQL connections (peak) | RSS MB (peak) |");
+        text.AppendLine("|---|---:|---:|---:|---|---|---:|---:|---:|");
         foreach (var row in rows)
         {
-            text.AppendLine(CultureInfo.InvariantCulture, $"| {row.Name} | {row.Result.CallsPerSecond:N0} {row.Unit} | {row.Result.P50Ms:0.0} | {row.Result.P99Ms:0.0} | {row.RatioText()} | {row.ErrorsText()} | {row.Connections?.ToString(CultureInfo.InvariantCulture) ?? "—"} | {(row.Resident is { } bytes ? (bytes / 1048576.0).ToString("0", CultureInfo.InvariantCulture) : "—")} |");
+            text.AppendLine(CultureInfo.InvariantCulture, $"| {row.Name} | {row.Result.CallsPerSecond:N0} {row.Unit} | {row.Result.P50Ms:0.0} | {row.Result.P99Ms:0.0} | {row.RatioText()} | {row.ErrorsText()} | {row.DegradedText()} | {row.Connections?.ToString(CultureInfo.InvariantCulture) ?? "—"} | {(row.Resident is { } bytes ? (bytes / 1048576.0).ToString("0", CultureInfo.InvariantCulture) : "—")} |");
         }
 
         text.AppendLine();
         text.AppendLine(CultureInfo.InvariantCulture, $"{options.Callers} callers over {options.Subjects} subjects, {options.Duration.TotalSeconds:0.#} s per scenario after {options.Warmup.TotalSeconds:0.#} s of warm-up (the cold scenario: {options.Subjects} calls after 200 unrecorded ones), all on 127.0.0.1.");
-        text.AppendLine(CultureInfo.InvariantCulture, $"Machine: {Cpu()}, {Environment.ProcessorCount} cores, {MemoryGiB()} GiB RAM, {RuntimeInformation.OSDescription}; .NET {Environment.Version}; {stores}; run {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC.");
+        text.AppendLine(CultureInfo.InvariantCulture, $"Machine: {Cpu()}, {Environment.ProcessorCount} cores, {MemoryGiB()} GiB RAM, {RuntimeInformation.OSDescription}; .NET {Environment.Version}; {stores}; {load}; run {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC.");
         return text.ToString();
     }
 
@@ -235,8 +242,11 @@ internal static class LoadRun
 
     private static void Progress(string message) => Console.Error.WriteLine($"bench-load: {message}");
 
-    private sealed record Row(string Name, string Unit, LoopResult Result, Row? Reference, int? Connections, long? Resident)
+    private sealed record Row(string Name, string Unit, LoopResult Result, Row? Reference, int? Connections, long? Resident, long? Degraded)
     {
+        /// <summary>Answers flagged degraded (decided without Redis, from the ledger); "—" for calls that carry no flag.</summary>
+        public string DegradedText() => Degraded?.ToString(CultureInfo.InvariantCulture) ?? "—";
+
         public string RatioText() => Reference is null
             ? "—"
             : string.Create(CultureInfo.InvariantCulture, $"{Result.CallsPerSecond / Reference.Result.CallsPerSecond:0.00} × {(Reference.Unit == "writes/s" ? "durable write" : "EVALSHA")}");
@@ -245,6 +255,25 @@ internal static class LoadRun
             ? "0"
             : string.Join(", ", Result.Errors.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => $"{e.Key} {e.Value.ToString(CultureInfo.InvariantCulture)}"));
 
-        public string Summary() => string.Create(CultureInfo.InvariantCulture, $"{Result.CallsPerSecond:N0} {Unit}, p50 {Result.P50Ms:0.0} ms, p99 {Result.P99Ms:0.0} ms, {RatioText()}, errors {ErrorsText()}, connections {Connections?.ToString(CultureInfo.InvariantCulture) ?? "—"}, RSS {(Resident is { } b ? (b / 1048576.0).ToString("0", CultureInfo.InvariantCulture) : "—")} MB");
+        public string Summary() => string.Create(CultureInfo.InvariantCulture, $"{Result.CallsPerSecond:N0} {Unit}, p50 {Result.P50Ms:0.0} ms, p99 {Result.P99Ms:0.0} ms, {RatioText()}, errors {ErrorsText()}, degraded {DegradedText()}, connections {Connections?.ToString(CultureInfo.InvariantCulture) ?? "—"}, RSS {(Resident is { } b ? (b / 1048576.0).ToString("0", CultureInfo.InvariantCulture) : "—")} MB");
+    }
+}
+
+/// <summary>Counts answers flagged degraded (the service answered without Redis), among those that carry the flag.</summary>
+internal sealed class Degraded
+{
+    private long noted;
+    private long degraded;
+
+    /// <summary>The degraded answers, or null when no answer of the scenario carries the flag.</summary>
+    public long? Count => Interlocked.Read(ref noted) == 0 ? null : Interlocked.Read(ref degraded);
+
+    public void Note(bool isDegraded)
+    {
+        Interlocked.Increment(ref noted);
+        if (isDegraded)
+        {
+            Interlocked.Increment(ref degraded);
+        }
     }
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using Npgsql;
 using StackExchange.Redis;
 
@@ -83,6 +84,22 @@ internal sealed class LocalStores
         await using var redis = await ConnectionMultiplexer.ConnectAsync(Redis).ConfigureAwait(false);
         var version = redis.GetServers()[0].Version;
         return $"PostgreSQL {postgres}, Redis {version}";
+    }
+
+    /// <summary>How many ledger events the run left in the service's database and what each costs on disk, indexes included.</summary>
+    public async Task<string> LedgerSizeAsync()
+    {
+        await using var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(ServicePostgres) { Pooling = false }.ConnectionString);
+        await connection.OpenAsync().ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(
+            "SELECT (SELECT count(*) FROM usage_events), pg_total_relation_size('usage_events') + pg_total_relation_size('usage_event_lines')", connection);
+        await using var reader = await command.ExecuteReaderAsync().ConfigureAwait(false);
+        await reader.ReadAsync().ConfigureAwait(false);
+        var events = reader.GetInt64(0);
+        var bytes = reader.GetInt64(1);
+        return events == 0
+            ? "no ledger events"
+            : string.Create(CultureInfo.InvariantCulture, $"ledger after the run: {events:N0} events, {bytes / events:N0} bytes per event on disk (usage_events + usage_event_lines, indexes included)");
     }
 
     private static async Task ExecuteAsync(NpgsqlConnection connection, string sql)

@@ -40,7 +40,7 @@ public sealed class CounterConsistencyTests : ServiceTest
         await TrackAsync(subject, Minutes, 295);
         await TrackAsync(subject, Interviews, 3);
 
-        await Host.FlushRedisAsync();
+        await Host.ForgetInRedisAsync(subject);
         var response = await Metering.CheckLimitAsync(new CheckLimitRequest
         {
             SubjectId = subject,

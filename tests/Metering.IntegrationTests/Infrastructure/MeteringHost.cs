@@ -43,12 +43,19 @@ public sealed class MeteringHost : WebApplicationFactory<Program>
     /// <summary>Redis as the service sees it, for tests that tamper with the cache.</summary>
     public IDatabase Redis => Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
 
-    /// <summary>Empties Redis as the service sees it: the one server, or every primary of a cluster.</summary>
-    public async Task FlushRedisAsync()
+    /// <summary>
+    /// What FLUSHDB does to one subject: deletes every key of <paramref name="subject"/> and the catalog versions, on
+    /// every primary (one server or each node of a cluster), without emptying a Redis that other tests share.
+    /// </summary>
+    public async Task ForgetInRedisAsync(string subject)
     {
-        foreach (var server in Services.GetRequiredService<IConnectionMultiplexer>().GetServers().Where(s => !s.IsReplica))
+        var redis = Services.GetRequiredService<IConnectionMultiplexer>();
+        foreach (var pattern in new[] { $"mtr:{{{subject}}}:*", "mtr:catalog:*" })
         {
-            await server.FlushDatabaseAsync();
+            foreach (var key in await LedgerProbe.KeysAsync(redis, pattern))
+            {
+                await Redis.KeyDeleteAsync(key);
+            }
         }
     }
 

@@ -8,8 +8,13 @@ ADDRESS ?= http://127.0.0.1:50051
 STORAGE ?=
 BUF := node_modules/.bin/buf
 FAULT_TABLE := TestResults/faults/reliability-table.md
+LOAD_TABLE := TestResults/loadbench/performance-table.md
+CALLERS ?= 64
+SUBJECTS ?= 1000
+SECONDS ?= 10
+CLUSTER_FILTER ?= FullyQualifiedName!~RedisFailureTests&FullyQualifiedName!~RedisFailoverTests
 
-.PHONY: help build run test test-unit test-integration test-faults test-client test-contract pack migrate api-key lint breaking proto-release format-check bench servers-up servers-down clean publish image smoke-publish deploy-check
+.PHONY: help build run test test-unit test-integration test-faults test-client test-contract pack migrate api-key lint breaking proto-release format-check bench servers-up servers-down clean publish image smoke-publish deploy-check bench-load test-cluster
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -74,6 +79,22 @@ servers-down: ## Stop the local PostgreSQL and Redis
 
 bench: ## Measure the hot and write paths on real servers, as ratios to bare Redis and PostgreSQL round trips
 	dotnet run -c Release --project bench/Metering.Benchmarks
+
+bench-load: ## Closed-loop load on the Release server (CALLERS=64 SUBJECTS=1000 SECONDS=10) beside same-run references; the table goes into docs/performance.md
+	dotnet build src/Metering.Server -c Release
+	dotnet build bench/Metering.LoadBench -c Release
+	rm -f $(LOAD_TABLE)
+	dotnet bench/Metering.LoadBench/bin/Release/net10.0/Metering.LoadBench.dll --callers $(CALLERS) --subjects $(SUBJECTS) --seconds $(SECONDS) --table $(LOAD_TABLE); status=$$?; \
+	if [ $$status -eq 0 ] && [ -f $(LOAD_TABLE) ]; then \
+	  awk -v table=$(LOAD_TABLE) '/<!-- load-table:start -->/ { print; while ((getline line < table) > 0) print line; skip = 1; next } \
+	    /<!-- load-table:end -->/ { skip = 0 } !skip { print }' docs/performance.md > docs/performance.md.new && mv docs/performance.md.new docs/performance.md; \
+	fi; exit $$status
+
+test-cluster: $(BUF) ## Start a local 3-primary Redis Cluster and run the integration tests against it (METERING_TEST_REDIS)
+	dotnet build tests/Metering.IntegrationTests -c $(CONFIGURATION)
+	redis=$$(deploy/local/redis-cluster.sh start) || { deploy/local/redis-cluster.sh stop; exit 1; }; \
+	METERING_TEST_REDIS="$$redis" dotnet test tests/Metering.IntegrationTests -c $(CONFIGURATION) --no-build --filter "$(CLUSTER_FILTER)"; status=$$?; \
+	deploy/local/redis-cluster.sh stop; exit $$status
 
 PUBLISH_DIR ?= artifacts/publish/metering
 TARBALL ?= artifacts/metering-linux-x64.tar.gz

@@ -10,13 +10,14 @@
 #
 # Data lives in <repo>/.local/postgres (the PostgreSQL data directory) and <repo>/.local/redis (git-ignored).
 # PostgreSQL listens on 127.0.0.1:55432 (superuser metering, password metering, database metering), Redis on
-# 127.0.0.1:56379. PostgreSQL refuses to run as root, so as root it runs as user nobody (its folder is chowned to it).
+# 127.0.0.1:56379; METERING_LOCAL_PG_PORT and METERING_LOCAL_REDIS_PORT choose other ports (e.g. when another
+# checkout's servers hold these). PostgreSQL refuses to run as root, so as root it runs as user nobody (its folder is chowned to it).
 # Missing server binaries are installed with apt-get (Debian/Ubuntu, as root); otherwise the script says what to install.
 # Diagnostics go to stderr.
 set -euo pipefail
 
-readonly PG_PORT=55432
-readonly REDIS_PORT=56379
+readonly PG_PORT="${METERING_LOCAL_PG_PORT:-55432}"
+readonly REDIS_PORT="${METERING_LOCAL_REDIS_PORT:-56379}"
 readonly PG_USER=metering
 readonly PG_PASSWORD=metering
 readonly PG_DATABASE=metering

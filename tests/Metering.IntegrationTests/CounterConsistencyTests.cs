@@ -35,7 +35,7 @@ public sealed class CounterConsistencyTests : ServiceTest
         await TrackAsync(subject, Minutes, 295);
         await TrackAsync(subject, Interviews, 3);
 
-        await Host.Redis.ExecuteAsync("FLUSHDB");
+        await Host.ForgetInRedisAsync(subject);
         var response = await Metering.CheckLimitAsync(new CheckLimitRequest
         {
             SubjectId = subject,
@@ -103,14 +103,8 @@ public sealed class CounterConsistencyTests : ServiceTest
 
     private async Task<RedisKey[]> CounterKeysAsync(string subject, string usageType = "*")
     {
-        var server = Host.Services.GetRequiredService<IConnectionMultiplexer>().GetServers().Single();
-        var keys = new List<RedisKey>();
-        await foreach (var key in server.KeysAsync(pattern: $"mtr:{{{subject}}}:c:{usageType}:*"))
-        {
-            keys.Add(key);
-        }
-
-        return [.. keys];
+        var redis = Host.Services.GetRequiredService<IConnectionMultiplexer>();
+        return [.. await LedgerProbe.KeysAsync(redis, $"mtr:{{{subject}}}:c:{usageType}:*")];
     }
 
     private async Task<long> LedgerTotalAsync(string subject, string usageType)

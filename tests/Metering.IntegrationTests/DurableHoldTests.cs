@@ -22,7 +22,7 @@ public sealed class DurableHoldTests : ServiceTest
             Assert.That((await CheckAsync(subject, Interviews, 1, reserve: true)).Allowed, Is.True);
         }
 
-        await Host.Redis.ExecuteAsync("FLUSHDB");
+        await Host.ForgetInRedisAsync(subject);
         var fourth = await CheckAsync(subject, Interviews, 1, reserve: true);
         var plain = await CheckAsync(subject, Interviews, 1);
 

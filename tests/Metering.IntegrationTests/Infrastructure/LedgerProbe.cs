@@ -18,11 +18,10 @@ internal static class LedgerProbe
     /// <summary>The cached counters of a subject's usage type (every period), as Redis holds them.</summary>
     public static async Task<IReadOnlyList<(long Total, long Version)>> CountersAsync(MeteringHost host, string subject, string usageType)
     {
-        var server = host.Services.GetService(typeof(IConnectionMultiplexer)) is IConnectionMultiplexer redis
-            ? redis.GetServers().Single()
-            : throw new InvalidOperationException("No Redis connection.");
+        var redis = host.Services.GetService(typeof(IConnectionMultiplexer)) as IConnectionMultiplexer
+            ?? throw new InvalidOperationException("No Redis connection.");
         var counters = new List<(long, long)>();
-        await foreach (var key in server.KeysAsync(pattern: $"mtr:{{{subject}}}:c:{usageType}:*"))
+        foreach (var key in await KeysAsync(redis, $"mtr:{{{subject}}}:c:{usageType}:*"))
         {
             var fields = (await host.Redis.HashGetAllAsync(key)).ToDictionary(e => e.Name.ToString(), e => e.Value, StringComparer.Ordinal);
             if (fields.TryGetValue("t", out var total))
@@ -32,6 +31,21 @@ internal static class LedgerProbe
         }
 
         return counters;
+    }
+
+    /// <summary>The keys matching <paramref name="pattern"/> on every primary (one server, or each node of a cluster).</summary>
+    public static async Task<IReadOnlyList<RedisKey>> KeysAsync(IConnectionMultiplexer redis, string pattern)
+    {
+        var keys = new List<RedisKey>();
+        foreach (var server in redis.GetServers().Where(s => !s.IsReplica))
+        {
+            await foreach (var key in server.KeysAsync(pattern: pattern))
+            {
+                keys.Add(key);
+            }
+        }
+
+        return keys;
     }
 
     /// <summary>

@@ -43,6 +43,22 @@ public sealed class MeteringHost : WebApplicationFactory<Program>
     /// <summary>Redis as the service sees it, for tests that tamper with the cache.</summary>
     public IDatabase Redis => Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
 
+    /// <summary>
+    /// What FLUSHDB does to one subject: deletes every key of <paramref name="subject"/> and the catalog versions, on
+    /// every primary (one server or each node of a cluster), without emptying a Redis that other tests share.
+    /// </summary>
+    public async Task ForgetInRedisAsync(string subject)
+    {
+        var redis = Services.GetRequiredService<IConnectionMultiplexer>();
+        foreach (var pattern in new[] { $"mtr:{{{subject}}}:*", "mtr:catalog:*" })
+        {
+            foreach (var key in await LedgerProbe.KeysAsync(redis, pattern))
+            {
+                await Redis.KeyDeleteAsync(key);
+            }
+        }
+    }
+
     private GrpcChannel Channel => _channel ??= ChannelFor(TestKeys.All);
 
     /// <summary>A new channel to the host whose calls carry <paramref name="apiKey"/> as a bearer token (none when null).</summary>

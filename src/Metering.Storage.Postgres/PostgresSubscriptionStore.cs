@@ -3,6 +3,7 @@ using Metering.Core.Subscriptions;
 using Metering.Storage.Postgres.Entities;
 using Microsoft.EntityFrameworkCore;
 using NodaTime;
+using Npgsql;
 
 namespace Metering.Storage.Postgres;
 
@@ -18,6 +19,11 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
     public Task<SubscriptionChange> SaveAsync(string subjectId, string planId, BillingCalendar calendar, Instant now, CancellationToken cancellationToken) =>
         LedgerGuard.RunAsync(token => SaveOnceAsync(subjectId, planId, calendar, now, token), cancellationToken);
 
+    /// <summary>
+    /// A known subject costs one read. A new one costs one more round trip: its enrolment and the history entry in one
+    /// statement (<c>ON CONFLICT DO NOTHING RETURNING</c>), and beside it in the same batch a read that finds the row
+    /// a concurrent enrolment committed instead (the insert waited for it, so the next statement sees it).
+    /// </summary>
     private async Task<Subscription> GetOrEnrollOnceAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken)
     {
         await using var db = await contexts.CreateDbContextAsync(cancellationToken);
@@ -27,35 +33,49 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
             return ToDomain(row);
         }
 
-        var at = now.ToDateTimeUtc();
-        await using (var transaction = await db.Database.BeginTransactionAsync(cancellationToken))
-        {
-            var inserted = await db.Database.ExecuteSqlAsync(
-                $"""
+        await db.Database.OpenConnectionAsync(cancellationToken);
+        await using var batch = new NpgsqlBatch((NpgsqlConnection)db.Database.GetDbConnection());
+        var enroll = new NpgsqlBatchCommand(
+            """
+            WITH enrolled AS (
                 INSERT INTO subscriptions (subject_id, plan_id, billing_anchor_day, time_zone, created_at, updated_at, version)
-                VALUES ({subjectId}, {defaultPlanId}, {Subscription.DefaultBillingAnchorDay}, {Subscription.DefaultTimeZone}, {at}, {at}, 1)
+                VALUES ($1, $2, $3, $4, $5, $5, 1)
                 ON CONFLICT (subject_id) DO NOTHING
-                """,
-                cancellationToken);
-            if (inserted == 1)
+                RETURNING subject_id, plan_id, billing_anchor_day, time_zone, updated_at, version
+            ), recorded AS (
+                INSERT INTO subscription_changes (subject_id, version, changed_at, kind, plan_id, billing_anchor_day, time_zone)
+                SELECT subject_id, 1, updated_at, 'enrolled', plan_id, billing_anchor_day, time_zone FROM enrolled
+            )
+            SELECT subject_id, plan_id, billing_anchor_day, time_zone, updated_at, version FROM enrolled
+            """);
+        enroll.Parameters.Add(new NpgsqlParameter { Value = subjectId });
+        enroll.Parameters.Add(new NpgsqlParameter { Value = defaultPlanId });
+        enroll.Parameters.Add(new NpgsqlParameter { Value = Subscription.DefaultBillingAnchorDay });
+        enroll.Parameters.Add(new NpgsqlParameter { Value = Subscription.DefaultTimeZone });
+        enroll.Parameters.Add(new NpgsqlParameter { Value = now.ToDateTimeUtc(), NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.TimestampTz });
+        var read = new NpgsqlBatchCommand(
+            "SELECT subject_id, plan_id, billing_anchor_day, time_zone, updated_at, version FROM subscriptions WHERE subject_id = $1");
+        read.Parameters.Add(new NpgsqlParameter { Value = subjectId });
+        batch.BatchCommands.Add(enroll);
+        batch.BatchCommands.Add(read);
+
+        await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
+        do
+        {
+            if (await reader.ReadAsync(cancellationToken))
             {
-                db.SubscriptionChanges.Add(new SubscriptionChangeRow
-                {
-                    SubjectId = subjectId,
-                    Version = 1,
-                    ChangedAt = at,
-                    Kind = "enrolled",
-                    PlanId = defaultPlanId,
-                    BillingAnchorDay = Subscription.DefaultBillingAnchorDay,
-                    TimeZone = Subscription.DefaultTimeZone,
-                });
-                await db.SaveChangesAsync(cancellationToken);
+                return new Subscription(
+                    reader.GetString(0),
+                    reader.GetString(1),
+                    reader.GetInt32(2),
+                    reader.GetString(3),
+                    Instant.FromDateTimeUtc(DateTime.SpecifyKind(reader.GetDateTime(4), DateTimeKind.Utc)),
+                    reader.GetInt64(5));
             }
-
-            await transaction.CommitAsync(cancellationToken);
         }
+        while (await reader.NextResultAsync(cancellationToken));
 
-        return ToDomain(await db.Subscriptions.AsNoTracking().SingleAsync(s => s.SubjectId == subjectId, cancellationToken));
+        throw new InvalidOperationException($"The subscription of '{subjectId}' was neither enrolled nor found.");
     }
 
     private async Task<SubscriptionChange> SaveOnceAsync(string subjectId, string planId, BillingCalendar calendar, Instant now, CancellationToken cancellationToken)

@@ -41,6 +41,12 @@ public sealed partial class PostgresUsageLedger
         WHERE subject_id = ANY($1) ORDER BY subject_id FOR NO KEY UPDATE
         """;
 
+    /// <summary>A batch of plain events only needs the calendars to stay: such batches of one subject run side by side.</summary>
+    private const string ShareSubjectsSql = """
+        SELECT subject_id, billing_anchor_day, time_zone FROM subscriptions
+        WHERE subject_id = ANY($1) ORDER BY subject_id FOR SHARE
+        """;
+
     /// <summary>
     /// Plain events in bulk. A total row nobody wrote to yet is created from the events already in its period plus the
     /// batch's amount (the statement does not see its own lines); one created meanwhile by a reader conflicts and gets
@@ -71,10 +77,16 @@ public sealed partial class PostgresUsageLedger
         ), sums AS (
             SELECT subject_id, usage_type, period_start, max(period_end) AS period_end, sum(amount)::bigint AS amount
             FROM new_lines GROUP BY subject_id, usage_type, period_start
+        ), existing AS MATERIALIZED (
+            SELECT t.subject_id, t.usage_type, t.period_start, s.amount
+            FROM usage_totals t
+            JOIN sums s ON t.subject_id = s.subject_id AND t.usage_type = s.usage_type AND t.period_start = s.period_start
+            ORDER BY t.subject_id, t.usage_type, t.period_start
+            FOR UPDATE OF t
         ), updated AS (
-            UPDATE usage_totals t SET total = t.total + s.amount, version = nextval('usage_total_versions')
-            FROM sums s
-            WHERE t.subject_id = s.subject_id AND t.usage_type = s.usage_type AND t.period_start = s.period_start
+            UPDATE usage_totals t SET total = t.total + x.amount, version = nextval('usage_total_versions')
+            FROM existing x
+            WHERE t.subject_id = x.subject_id AND t.usage_type = x.usage_type AND t.period_start = x.period_start
             RETURNING t.subject_id, t.usage_type, t.period_start, t.period_end, t.total, t.held, t.version
         ), inserted AS (
             INSERT INTO usage_totals (subject_id, usage_type, period_start, period_end, total, held, version)
@@ -108,6 +120,33 @@ public sealed partial class PostgresUsageLedger
         FROM ins
         UNION ALL
         SELECT 't', subject_id, NULL, usage_type, period_start, period_end, total, held, version FROM changed
+        """;
+
+    /// <summary>Creates the total rows of the keys ($1..$4) that have none, from their events and live holds (a result set, so that the read after it is the second).</summary>
+    private const string CreateTotalsSql = """
+        INSERT INTO usage_totals (subject_id, usage_type, period_start, period_end, total, held, version)
+        SELECT k.subject_id, k.usage_type, k.period_start, k.period_end,
+               (SELECT COALESCE(SUM(l.amount), 0) FROM usage_event_lines l
+                WHERE l.subject_id = k.subject_id AND l.usage_type = k.usage_type
+                  AND l.occurred_at >= k.period_start AND l.occurred_at < k.period_end),
+               (SELECT COALESCE(SUM(hl.amount), 0) FROM holds h
+                JOIN hold_lines hl ON hl.subject_id = h.subject_id AND hl.reservation_id = h.reservation_id
+                WHERE h.subject_id = k.subject_id AND h.ended_at IS NULL AND h.expires_at > now()
+                  AND hl.usage_type = k.usage_type AND hl.period_start < k.period_end AND hl.period_end > k.period_start),
+               nextval('usage_total_versions')
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS k(subject_id, usage_type, period_start, period_end)
+        WHERE NOT EXISTS (SELECT 1 FROM usage_totals t
+                          WHERE t.subject_id = k.subject_id AND t.usage_type = k.usage_type AND t.period_start = k.period_start)
+        ORDER BY k.subject_id, k.usage_type, k.period_start
+        ON CONFLICT (subject_id, usage_type, period_start) DO NOTHING
+        RETURNING subject_id
+        """;
+
+    /// <summary>The total rows of the keys ($1..$4).</summary>
+    private const string ReadTotalsSql = """
+        SELECT t.subject_id, t.usage_type, t.period_start, t.period_end, t.total, t.held, t.version
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS k(subject_id, usage_type, period_start, period_end)
+        JOIN usage_totals t ON t.subject_id = k.subject_id AND t.usage_type = k.usage_type AND t.period_start = k.period_start
         """;
 
     private const string FingerprintsSql = """
@@ -225,8 +264,11 @@ public sealed partial class PostgresUsageLedger
         var totals = new Dictionary<(string SubjectId, string UsageType, DateTime Start), CounterValue>();
         await using (var batch = new NpgsqlBatch(connection, npgsqlTransaction))
         {
+            // Plain events only: the subjects shared, as a lone plain event took them; the totals rows are then locked in
+            // key order (existing ones first, then new ones inserted in key order), so batches side by side cannot deadlock.
+            var shared = bulk.Count == items.Count;
             batch.BatchCommands.Add(Command(
-                LockSubjectsSql,
+                shared ? ShareSubjectsSql : LockSubjectsSql,
                 Array(NpgsqlDbType.Text, items.Select(w => w.SubjectId).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray())));
             if (bulk.Count > 0)
             {

@@ -97,18 +97,47 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
     public Task<string?> FindFingerprintAsync(string subjectId, string idempotencyKey, CancellationToken cancellationToken) =>
         LedgerGuard.RunAsync(token => FindFingerprintOnceAsync(subjectId, idempotencyKey, token), cancellationToken);
 
+    /// <summary>
+    /// One round trip for every key: total rows nobody wrote to yet are created from their events and live holds (in
+    /// key order, and only where none exists, so a concurrent writer either is in the sum or adds to the row), then
+    /// every key's row is read by a second statement, which also sees rows another transaction created meanwhile.
+    /// </summary>
     public Task<IReadOnlyList<CounterValue>> GetTotalsAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken) =>
         LedgerGuard.RunAsync<IReadOnlyList<CounterValue>>(
             async token =>
             {
-                await using var db = await contexts.CreateDbContextAsync(token);
-                var values = new List<CounterValue>(keys.Count);
-                foreach (var key in keys)
+                if (keys.Count == 0)
                 {
-                    values.Add(await UpsertTotalAsync(db, key, 0, token));
+                    return [];
                 }
 
-                return values;
+                await using var db = await contexts.CreateDbContextAsync(token);
+                await db.Database.OpenConnectionAsync(token);
+                await using var batch = new NpgsqlBatch((NpgsqlConnection)db.Database.GetDbConnection());
+                NpgsqlParameter[] Keys() =>
+                [
+                    Array(NpgsqlTypes.NpgsqlDbType.Text, keys.Select(k => k.SubjectId).ToArray()),
+                    Array(NpgsqlTypes.NpgsqlDbType.Text, keys.Select(k => k.UsageType).ToArray()),
+                    Array(NpgsqlTypes.NpgsqlDbType.TimestampTz, keys.Select(k => k.Period.Start.ToDateTimeUtc()).ToArray()),
+                    Array(NpgsqlTypes.NpgsqlDbType.TimestampTz, keys.Select(k => k.Period.End.ToDateTimeUtc()).ToArray()),
+                ];
+                batch.BatchCommands.Add(Command(CreateTotalsSql, Keys()));
+                batch.BatchCommands.Add(Command(ReadTotalsSql, Keys()));
+                var rows = new Dictionary<(string, string, DateTime), CounterValue>();
+                await using (var reader = await batch.ExecuteReaderAsync(token))
+                {
+                    await reader.NextResultAsync(token);
+                    while (await reader.ReadAsync(token))
+                    {
+                        var subjectId = reader.GetString(0);
+                        var row = new TotalRow(reader.GetString(1), reader.GetDateTime(2), reader.GetDateTime(3), reader.GetInt64(4), reader.GetInt64(5), reader.GetInt64(6));
+                        rows[(subjectId, row.UsageType, row.Start)] = row.ToValue(subjectId);
+                    }
+                }
+
+                return [.. keys.Select(k => rows.TryGetValue((k.SubjectId, k.UsageType, k.Period.Start.ToDateTimeUtc()), out var value)
+                    ? value
+                    : throw new InvalidOperationException($"The total of {k} was neither created nor found."))];
             },
             cancellationToken);
 

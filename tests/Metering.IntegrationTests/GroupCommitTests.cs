@@ -134,14 +134,15 @@ public sealed class GroupCommitTests
             await host.Admin.SetSubscriptionAsync(new SetSubscriptionRequest { SubjectId = subject, PlanId = "starter", TimeZone = "UTC", BillingAnchorDay = 1 });
         }
 
-        // The batch with the first subject waits for its row; the others queue up behind it, or join it.
+        // The rows of every subject are locked: the batch that takes the first of the calls waits for one of them, the
+        // others queue up behind it or join it. PostgreSQL stops while that batch is in flight.
         var unpooled = new NpgsqlConnectionStringBuilder(database) { Pooling = false }.ConnectionString;
         var locker = new NpgsqlConnection(unpooled);
         await locker.OpenAsync();
         var transaction = await locker.BeginTransactionAsync();
-        await using (var command = new NpgsqlCommand("SELECT 1 FROM subscriptions WHERE subject_id = $1 FOR UPDATE", locker, transaction))
+        await using (var command = new NpgsqlCommand("SELECT 1 FROM subscriptions WHERE subject_id = ANY($1) FOR UPDATE", locker, transaction))
         {
-            command.Parameters.AddWithValue(subjects[0]);
+            command.Parameters.AddWithValue(subjects.ToArray());
             await command.ExecuteNonQueryAsync();
         }
 

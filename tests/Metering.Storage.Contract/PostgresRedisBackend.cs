@@ -1,4 +1,4 @@
-using Metering.IntegrationTests.Infrastructure;
+using Metering.Testing;
 using Metering.Storage.Postgres;
 using Metering.Storage.Redis;
 using Microsoft.EntityFrameworkCore;

@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# Local PostgreSQL and Redis for running Metering on a developer machine (used by `make run`).
+# Local PostgreSQL and Redis for running Metering on a developer machine (used by `make run`), and throwaway ones for
+# the tests (tests/Metering.Testing starts them through this script).
 #
-#   deploy/local/servers.sh start    start both unless already running, wait until they accept connections,
-#                                    then print the two connection-string lines (and nothing else) on stdout:
+#   deploy/local/servers.sh start [options]   start both unless already running, wait until they accept connections,
+#                                             then print the connection-string lines (and nothing else) on stdout:
 #                                      ConnectionStrings__Postgres=Host=127.0.0.1;Port=55432;Database=metering;Username=metering;Password=metering
 #                                      ConnectionStrings__Redis=127.0.0.1:56379
-#   deploy/local/servers.sh stop     stop both (no-op when not running)
-#   deploy/local/servers.sh status   say on stderr whether each runs; exit 0 when both do
+#   deploy/local/servers.sh stop [options]    stop both (no-op when not running)
+#   deploy/local/servers.sh status [options]  say on stderr whether each runs; exit 0 when both do
+#   deploy/local/servers.sh pid postgres|redis [options]  print the process id of the running server
 #
-# Data lives in <repo>/.local/postgres (the PostgreSQL data directory) and <repo>/.local/redis (git-ignored).
-# PostgreSQL listens on 127.0.0.1:55432 (superuser metering, password metering, database metering), Redis on
-# 127.0.0.1:56379; METERING_LOCAL_PG_PORT and METERING_LOCAL_REDIS_PORT choose other ports (e.g. when another
-# checkout's servers hold these). PostgreSQL refuses to run as root, so as root it runs as user nobody (its folder is chowned to it).
-# Missing server binaries are installed with apt-get (Debian/Ubuntu, as root); otherwise the script says what to install.
-# Diagnostics go to stderr.
+# Options:
+#   --dir DIR               where the data lives (default <repo>/.local): DIR/postgres and DIR/redis
+#   --postgres-port N       PostgreSQL port on 127.0.0.1 (default $METERING_LOCAL_PG_PORT, else 55432)
+#   --redis-port N          Redis port on 127.0.0.1 (default $METERING_LOCAL_REDIS_PORT, else 56379)
+#   --only postgres|redis   start, stop or check only one of them
+#   --throwaway             for tests: no durability (fsync off, no Redis snapshots), and nothing is installed
+#   --postgres-setting K=V  one more PostgreSQL setting (repeatable), e.g. max_connections=100
+#   --redis-arg ARG         one more redis-server argument (repeatable), e.g. --redis-arg --replicaof ...
+#
+# PostgreSQL: superuser metering, password metering, database metering. PostgreSQL refuses to run as root, so as root
+# it runs as user nobody (its folder is chowned to it). Missing server binaries are installed with apt-get (Debian/
+# Ubuntu, as root, not with --throwaway); otherwise the script says what to install. Diagnostics go to stderr.
 set -euo pipefail
 
-readonly PG_PORT="${METERING_LOCAL_PG_PORT:-55432}"
-readonly REDIS_PORT="${METERING_LOCAL_REDIS_PORT:-56379}"
 readonly PG_USER=metering
 readonly PG_PASSWORD=metering
 readonly PG_DATABASE=metering
@@ -25,12 +31,42 @@ readonly RUN_AS=nobody
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 readonly REPO_ROOT
-readonly LOCAL_DIR="$REPO_ROOT/.local"
+
+COMMAND="${1:-}"
+[ "$#" -gt 0 ] && shift
+PID_OF=""
+if [ "$COMMAND" = pid ]; then PID_OF="${1:-}"; [ "$#" -gt 0 ] && shift; fi
+LOCAL_DIR="$REPO_ROOT/.local"
+PG_PORT="${METERING_LOCAL_PG_PORT:-55432}"
+REDIS_PORT="${METERING_LOCAL_REDIS_PORT:-56379}"
+ONLY=""
+THROWAWAY=0
+PG_SETTINGS=()
+REDIS_ARGS=()
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --dir) LOCAL_DIR="${2:?--dir needs a folder}"; shift 2 ;;
+    --postgres-port) PG_PORT="${2:?--postgres-port needs a port}"; shift 2 ;;
+    --redis-port) REDIS_PORT="${2:?--redis-port needs a port}"; shift 2 ;;
+    --only) ONLY="${2:?--only needs postgres or redis}"; shift 2 ;;
+    --throwaway) THROWAWAY=1; shift ;;
+    --postgres-setting) PG_SETTINGS+=(-c "${2:?--postgres-setting needs name=value}"); shift 2 ;;
+    --redis-arg) REDIS_ARGS+=("${2?--redis-arg needs an argument}"); shift 2 ;;
+    *) echo "servers.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+if [ "$THROWAWAY" = 1 ]; then
+  PG_SETTINGS=(-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c jit=off "${PG_SETTINGS[@]}")
+  REDIS_ARGS=(--save '' --loglevel warning "${REDIS_ARGS[@]}")
+fi
+readonly LOCAL_DIR PG_PORT REDIS_PORT ONLY THROWAWAY
 readonly PG_DIR="$LOCAL_DIR/postgres"
 readonly PG_LOG="$PG_DIR/server.log"
 readonly REDIS_DIR="$LOCAL_DIR/redis"
 readonly REDIS_PID="$REDIS_DIR/redis.pid"
 readonly REDIS_LOG="$REDIS_DIR/redis.log"
+
+wants() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
 log() { printf 'servers.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -75,18 +111,18 @@ find_redis_server() {
 
 ensure_installed() {
   local missing=()
-  find_pg_bin >/dev/null || missing+=(postgresql)
-  find_redis_server >/dev/null || missing+=(redis-server)
+  if wants postgres; then find_pg_bin >/dev/null || missing+=(postgresql); fi
+  if wants redis; then find_redis_server >/dev/null || missing+=(redis-server); fi
   [ "${#missing[@]}" -eq 0 ] && return 0
 
-  if [ -f /etc/debian_version ] && is_root && command -v apt-get >/dev/null; then
+  if [ "$THROWAWAY" = 0 ] && [ -f /etc/debian_version ] && is_root && command -v apt-get >/dev/null; then
     log "installing ${missing[*]} with apt-get"
     if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; then
       DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || true
       DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 || die "apt-get install -y ${missing[*]} failed"
     fi
-    find_pg_bin >/dev/null || die "PostgreSQL binaries (initdb, pg_ctl, postgres) still not found after installing postgresql"
-    find_redis_server >/dev/null || die "redis-server still not found after installing redis-server"
+    if wants postgres; then find_pg_bin >/dev/null || die "PostgreSQL binaries (initdb, pg_ctl, postgres) still not found after installing postgresql"; fi
+    if wants redis; then find_redis_server >/dev/null || die "redis-server still not found after installing redis-server"; fi
     return 0
   fi
   die "missing ${missing[*]}: install them (Debian/Ubuntu: sudo apt-get install -y ${missing[*]}; macOS: brew install postgresql@16 redis) and run again"
@@ -149,7 +185,9 @@ start_postgres() {
       local pwfile="$LOCAL_DIR/.postgres-password"
       (umask 077 && printf '%s\n' "$PG_PASSWORD" >"$pwfile")
       if is_root; then chown "$RUN_AS:" "$pwfile"; fi
-      if ! as_pg_owner "$bin/initdb" -D "$PG_DIR" -U "$PG_USER" --pwfile="$pwfile" --auth=scram-sha-256 --encoding=UTF8 --locale=C >&2; then
+      local nosync=()
+      if [ "$THROWAWAY" = 1 ]; then nosync=(--no-sync); fi
+      if ! as_pg_owner "$bin/initdb" -D "$PG_DIR" -U "$PG_USER" --pwfile="$pwfile" --auth=scram-sha-256 --encoding=UTF8 --locale=C "${nosync[@]}" >&2; then
         rm -f "$pwfile"
         die "initdb failed"
       fi
@@ -160,7 +198,7 @@ start_postgres() {
     fi
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT (log $PG_LOG)"
     as_pg_owner "$bin/pg_ctl" -D "$PG_DIR" -l "$PG_LOG" -w -t 60 \
-      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=''" start >&2 \
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='' ${PG_SETTINGS[*]}" start >&2 \
       || { tail -n 30 "$PG_LOG" >&2 || true; die "PostgreSQL did not start"; }
   fi
 
@@ -197,7 +235,7 @@ start_redis() {
     mkdir -p "$REDIS_DIR"
     log "starting Redis on 127.0.0.1:$REDIS_PORT (data $REDIS_DIR, log $REDIS_LOG)"
     (cd "$REDIS_DIR" && "$redis_server" --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$REDIS_DIR" \
-      --daemonize yes --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" --appendonly no) >&2 \
+      --daemonize yes --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" --appendonly no "${REDIS_ARGS[@]}") >&2 \
       || die "redis-server failed to start"
   fi
 
@@ -235,26 +273,41 @@ stop_redis() {
   fi
 }
 
-case "${1:-}" in
+case "$COMMAND" in
   start)
     ensure_installed
-    start_postgres
-    start_redis
-    printf 'ConnectionStrings__Postgres=Host=127.0.0.1;Port=%s;Database=%s;Username=%s;Password=%s\n' "$PG_PORT" "$PG_DATABASE" "$PG_USER" "$PG_PASSWORD"
-    printf 'ConnectionStrings__Redis=127.0.0.1:%s\n' "$REDIS_PORT"
+    if wants postgres; then
+      start_postgres
+      printf 'ConnectionStrings__Postgres=Host=127.0.0.1;Port=%s;Database=%s;Username=%s;Password=%s\n' "$PG_PORT" "$PG_DATABASE" "$PG_USER" "$PG_PASSWORD"
+    fi
+    if wants redis; then
+      start_redis
+      printf 'ConnectionStrings__Redis=127.0.0.1:%s\n' "$REDIS_PORT"
+    fi
     ;;
   stop)
-    stop_postgres
-    stop_redis
+    if wants postgres; then stop_postgres; fi
+    if wants redis; then stop_redis; fi
     ;;
   status)
     ok=0
-    if pg_running; then log "PostgreSQL running on 127.0.0.1:$PG_PORT"; else log "PostgreSQL not running"; ok=1; fi
-    if redis_running; then log "Redis running on 127.0.0.1:$REDIS_PORT"; else log "Redis not running"; ok=1; fi
+    if wants postgres; then
+      if pg_running; then log "PostgreSQL running on 127.0.0.1:$PG_PORT"; else log "PostgreSQL not running"; ok=1; fi
+    fi
+    if wants redis; then
+      if redis_running; then log "Redis running on 127.0.0.1:$REDIS_PORT"; else log "Redis not running"; ok=1; fi
+    fi
     exit "$ok"
     ;;
+  pid)
+    case "$PID_OF" in
+      postgres) pg_running || die "PostgreSQL is not running"; head -n 1 "$PG_DIR/postmaster.pid" ;;
+      redis) redis_running || die "Redis is not running"; cat "$REDIS_PID" ;;
+      *) die "usage: $0 pid postgres|redis [options]" ;;
+    esac
+    ;;
   *)
-    echo "usage: $0 start|stop|status" >&2
+    echo "usage: $0 start|stop|status|pid postgres|redis [--dir DIR] [--postgres-port N] [--redis-port N] [--only postgres|redis] [--throwaway] [--postgres-setting K=V]... [--redis-arg ARG]..." >&2
     exit 2
     ;;
 esac

@@ -1,4 +1,4 @@
-using Metering.IntegrationTests.Infrastructure;
+using Metering.Testing;
 
 namespace Metering.Client.Tests;
 

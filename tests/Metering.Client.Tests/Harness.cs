@@ -3,7 +3,7 @@ using System.Globalization;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Metering.Api.V1;
-using Metering.IntegrationTests.Infrastructure;
+using Metering.Testing;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -48,7 +48,7 @@ public sealed class MeteringServer : IAsyncDisposable
     public async Task RestartAsync()
     {
         await KillAsync();
-        process = await ServerProcess.StartOnPortAsync(ServerDll(), Port, new Dictionary<string, string>
+        process = await ServerProcess.StartOnPortAsync(ServerProcess.BuiltServerDll(), Port, new Dictionary<string, string>
         {
             ["ConnectionStrings__Postgres"] = ClientTestServers.Ledger,
             ["ConnectionStrings__Redis"] = ClientTestServers.Instance.RedisConnectionString,
@@ -74,15 +74,6 @@ public sealed class MeteringServer : IAsyncDisposable
         await new AdminService.AdminServiceClient(channel).SetSubscriptionAsync(
             new SetSubscriptionRequest { SubjectId = subject, PlanId = plan },
             new Metadata { { "authorization", $"Bearer {DevKey}" } });
-    }
-
-    /// <summary>The server as built beside this test assembly (same configuration).</summary>
-    private static string ServerDll()
-    {
-        var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        var dll = Path.Combine(RepositoryRoot.Find(), "src", "Metering.Server", "bin", here.Parent!.Name, here.Name, "Metering.Server.dll");
-        Assert.That(File.Exists(dll), Is.True, $"build the server first: {dll}");
-        return dll;
     }
 }
 

@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using Metering.IntegrationTests.Infrastructure;
+using Metering.Testing;
 
 namespace Metering.Client.Tests;
 

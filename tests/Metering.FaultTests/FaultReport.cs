@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Text;
-using Metering.IntegrationTests.Infrastructure;
+using Metering.Testing;
 
 namespace Metering.FaultTests;
 

@@ -2,8 +2,7 @@ using System.Globalization;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Metering.Api.V1;
-using Metering.IntegrationTests;
-using Metering.IntegrationTests.Infrastructure;
+using Metering.Testing;
 using Npgsql;
 using StackExchange.Redis;
 
@@ -22,7 +21,7 @@ internal sealed class FaultRig : IAsyncDisposable
     private readonly List<GrpcChannel> retiredChannels = [];
     private readonly Instance?[] instances = new Instance?[2];
 
-    private FaultRig(LocalPostgres postgres, LocalRedis redis, string database)
+    private FaultRig(LocalServer postgres, LocalServer redis, string database)
     {
         Postgres = postgres;
         Redis = redis;
@@ -30,10 +29,10 @@ internal sealed class FaultRig : IAsyncDisposable
         RedisAdmin = ConnectAdmin(redis);
     }
 
-    public LocalPostgres Postgres { get; }
+    public LocalServer Postgres { get; }
 
     /// <summary>The Redis the instances use now (a promoted replica after a failover).</summary>
-    public LocalRedis Redis { get; private set; }
+    public LocalServer Redis { get; private set; }
 
     /// <summary>An admin connection to <see cref="Redis"/>, for faults and the checker.</summary>
     public ConnectionMultiplexer RedisAdmin { get; private set; }
@@ -48,9 +47,8 @@ internal sealed class FaultRig : IAsyncDisposable
 
     public static async Task<FaultRig> StartAsync(CancellationToken cancellationToken)
     {
-        await ServerBinaries.EnsureAsync(postgres: true, redis: true, "The fault tests start their own PostgreSQL and Redis processes", cancellationToken);
-        var postgres = await LocalPostgres.StartAsync(ServerBinaries.FindPostgresBinDirectory()!, cancellationToken, ["max_connections=100"]);
-        var redis = await LocalRedis.StartAsync(ServerBinaries.FindRedisServer()!, cancellationToken);
+        var postgres = await LocalServer.StartPostgresAsync(cancellationToken, "max_connections=100");
+        var redis = await LocalServer.StartRedisAsync(cancellationToken);
         await using (var connection = new NpgsqlConnection(postgres.ConnectionString))
         {
             await connection.OpenAsync(cancellationToken);
@@ -93,7 +91,7 @@ internal sealed class FaultRig : IAsyncDisposable
             ["Logging__LogLevel__Default"] = "Error",
             ["Metering__Testing__ClockOffset"] = clockOffset.ToString("c", CultureInfo.InvariantCulture),
         };
-        var process = await ServerProcess.StartAsync(SmokeTests.ServerDll(), environment, cancellationToken);
+        var process = await ServerProcess.StartAsync(ServerProcess.BuiltServerDll(), environment, cancellationToken);
         var channel = GrpcChannel.ForAddress(process.Address, new GrpcChannelOptions
         {
             HttpHandler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true, ConnectTimeout = TimeSpan.FromSeconds(2) },
@@ -115,7 +113,7 @@ internal sealed class FaultRig : IAsyncDisposable
     }
 
     /// <summary>Makes <paramref name="promoted"/> the Redis of the rig and restarts both instances on it.</summary>
-    public async Task SwitchRedisAsync(LocalRedis promoted, CancellationToken cancellationToken)
+    public async Task SwitchRedisAsync(LocalServer promoted, CancellationToken cancellationToken)
     {
         var old = Redis;
         var oldAdmin = RedisAdmin;
@@ -144,7 +142,7 @@ internal sealed class FaultRig : IAsyncDisposable
         await Postgres.DisposeAsync();
     }
 
-    private static ConnectionMultiplexer ConnectAdmin(LocalRedis redis)
+    private static ConnectionMultiplexer ConnectAdmin(LocalServer redis)
     {
         var options = ConfigurationOptions.Parse(redis.ConnectionString);
         options.AbortOnConnectFail = false;

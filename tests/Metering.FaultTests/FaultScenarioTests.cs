@@ -1,5 +1,5 @@
 using System.Globalization;
-using Metering.IntegrationTests.Infrastructure;
+using Metering.Testing;
 using Npgsql;
 using StackExchange.Redis;
 
@@ -126,8 +126,7 @@ public sealed class FaultScenarioTests
     public async Task RedisFailover_ToLaggingReplica()
     {
         using var timeout = new CancellationTokenSource(ScenarioTimeout);
-        var replica = await LocalRedis.StartAsync(ServerBinaries.FindRedisServer()!, timeout.Token,
-            ["--replicaof", "127.0.0.1", rig.Redis.Port.ToString(CultureInfo.InvariantCulture)]);
+        var replica = await LocalServer.StartRedisAsync(timeout.Token, "--replicaof", "127.0.0.1", rig.Redis.Port.ToString(CultureInfo.InvariantCulture));
         var promoted = false;
         try
         {

@@ -21,7 +21,7 @@ public sealed class DeadlineBudgetTests
     [Test]
     public async Task HangingRedis_TrackUsageWithA300msDeadline_IsRecordedWithinIt()
     {
-        await using var redis = await LocalRedis.StartAsync(ServerBinaries.FindRedisServer()!, CancellationToken.None);
+        await using var redis = await LocalServer.StartRedisAsync();
         await using var host = await MeteringHost.StartAsync(ServiceTest.DefaultStartForTests, settings: TestBudgets.Shipped(redis.ConnectionString));
         var subject = $"starter-{Guid.NewGuid():N}";
         await host.Admin.SetSubscriptionAsync(new SetSubscriptionRequest { SubjectId = subject, PlanId = "starter" });
@@ -29,7 +29,7 @@ public sealed class DeadlineBudgetTests
         await Task.Delay(TimeSpan.FromSeconds(1.1)); // a quiet instance
 
         var calls = new List<(Outcome Outcome, TimeSpan Elapsed)>();
-        Signals.Send(redis.Process, Signals.Pause);
+        redis.Signal(Signals.Pause);
         try
         {
             for (var i = 0; i < 3; i++)
@@ -39,7 +39,7 @@ public sealed class DeadlineBudgetTests
         }
         finally
         {
-            Signals.Send(redis.Process, Signals.Continue);
+            redis.Signal(Signals.Continue);
         }
 
         var acknowledgedInLedger = await LedgerProbe.EventCountAsync(host, subject);

@@ -24,13 +24,13 @@ public sealed class PostgresFailureTests
     [Test]
     public async Task StoppedAndRestarted_CallsAreUnavailableWhileDown_LoggedOnceAndSummarised_AndSucceedAfter()
     {
-        await using var postgres = await RestartablePostgres.StartAsync();
+        await using var postgres = await LocalServer.StartPostgresAsync();
         await using var host = await MeteringHost.StartAsync(ServiceTest.DefaultStartForTests, await CreateDatabaseAsync(postgres.ConnectionString));
         var subject = $"starter-{Guid.NewGuid():N}";
         await host.Admin.SetSubscriptionAsync(new SetSubscriptionRequest { SubjectId = subject, PlanId = "starter" });
         await TrackAsync(host, subject, "before");
 
-        await postgres.StopAsync();
+        await postgres.StopAsync(Signals.Interrupt); // a fast shutdown, as pg_ctl stop -m fast
         var mark = host.Log.Mark;
         var first = await OutcomeAsync(() => TrackAsync(host, subject, "while-down"));
         var afterFirst = PerCall(host.Log.Since(mark));
@@ -129,7 +129,7 @@ public sealed class PostgresFailureTests
     [Test]
     public async Task TwoInstancesAt64ConcurrentCallsEach_AgainstMaxConnections40_AllSucceed()
     {
-        await using var postgres = await RestartablePostgres.StartAsync("max_connections=40");
+        await using var postgres = await LocalServer.StartPostgresAsync(default, "max_connections=40");
         var database = await CreateDatabaseAsync(postgres.ConnectionString);
 
         // Two instances: Npgsql pools per connection string and process, so each host names itself to get a pool of its own.

@@ -126,9 +126,9 @@ public sealed class RedisFailoverTests : ServiceTest
         });
     }
 
-    private async Task<LocalRedis> RedisAsync()
+    private async Task<LocalServer> RedisAsync()
     {
-        var redis = await LocalRedis.StartAsync(ServerBinaries.FindRedisServer() ?? throw new InvalidOperationException("redis-server is not installed"), CancellationToken.None);
+        var redis = await LocalServer.StartRedisAsync();
         _owned.Add(redis);
         return redis;
     }
@@ -137,7 +137,7 @@ public sealed class RedisFailoverTests : ServiceTest
     /// A host on <paramref name="redis"/> and the test's own ledger database: every instance of one database must share
     /// one Redis (the fixture's host, on the run's Redis, would otherwise drain this database's outbox into its own).
     /// </summary>
-    private async Task<MeteringHost> HostAsync(LocalRedis redis, Dictionary<string, string?>? settings = null)
+    private async Task<MeteringHost> HostAsync(LocalServer redis, Dictionary<string, string?>? settings = null)
     {
         settings ??= [];
         settings["ConnectionStrings:Redis"] = redis.ConnectionString;
@@ -148,7 +148,7 @@ public sealed class RedisFailoverTests : ServiceTest
     }
 
     /// <summary>A connection of the test's own to the server, behind the service's back.</summary>
-    private IDatabase Direct(LocalRedis redis)
+    private IDatabase Direct(LocalServer redis)
     {
         var connection = ConnectionMultiplexer.Connect(redis.ConnectionString);
         _owned.Add(connection);

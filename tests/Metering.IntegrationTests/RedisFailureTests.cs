@@ -20,7 +20,7 @@ namespace Metering.IntegrationTests;
 [NonParallelizable]
 public sealed class RedisFailureTests
 {
-    private LocalRedis _redis = null!;
+    private LocalServer _redis = null!;
     private ConnectionMultiplexer _admin = null!;
     private MeteringHost _host = null!;
 
@@ -29,7 +29,7 @@ public sealed class RedisFailureTests
     [SetUp]
     public async Task StartAsync()
     {
-        _redis = await LocalRedis.StartAsync(ServerBinaries.FindRedisServer()!, CancellationToken.None);
+        _redis = await LocalServer.StartRedisAsync();
         _admin = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString);
         _host = await MeteringHost.StartAsync(ServiceTest.DefaultStartForTests, settings: TestBudgets.Shipped(_redis.ConnectionString));
     }
@@ -37,7 +37,7 @@ public sealed class RedisFailureTests
     [TearDown]
     public async Task StopAsync()
     {
-        Signals.Send(_redis.Process, Signals.Continue);
+        _redis.Signal(Signals.Continue);
         await _host.DisposeAsync();
         await _admin.DisposeAsync();
         await _redis.DisposeAsync();
@@ -106,7 +106,7 @@ public sealed class RedisFailureTests
         await CheckAsync(subject, reserve: false);
         await Task.Delay(TimeSpan.FromSeconds(1.1)); // a quiet instance: no call in the breaker's last sampling second
 
-        Assert.That(Signals.Send(_redis.Process, Signals.Pause), Is.True, "SIGSTOP redis-server");
+        Assert.That(_redis.Signal(Signals.Pause), Is.True, "SIGSTOP redis-server");
         var paused = DateTimeOffset.UtcNow;
         var first = await TimedOutcomeAsync(() => CheckAsync(subject, reserve: false));
         var guarded = new List<TimeSpan>();
@@ -125,7 +125,7 @@ public sealed class RedisFailureTests
         }
 
         var unavailableWhilePaused = guard.IsAvailable;
-        Assert.That(Signals.Send(_redis.Process, Signals.Continue), Is.True, "SIGCONT redis-server");
+        Assert.That(_redis.Signal(Signals.Continue), Is.True, "SIGCONT redis-server");
         var resumed = Stopwatch.StartNew();
         CheckLimitResponse afterResume;
         do

@@ -170,12 +170,5 @@ public sealed class SmokeTests
     }
 
     /// <summary>The server as built beside this test assembly (same configuration), run by its own runtime config.</summary>
-    internal static string ServerDll()
-    {
-        var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        var (framework, configuration) = (here.Name, here.Parent!.Name);
-        var dll = Path.Combine(RepositoryRoot.Find(), "src", "Metering.Server", "bin", configuration, framework, "Metering.Server.dll");
-        Assert.That(File.Exists(dll), Is.True, $"build the server first: {dll}");
-        return dll;
-    }
+    internal static string ServerDll() => ServerProcess.BuiltServerDll();
 }

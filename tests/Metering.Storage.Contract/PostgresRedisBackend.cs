@@ -1,4 +1,4 @@
-using Metering.IntegrationTests.Infrastructure;
+using Metering.Testing;
 using Metering.Storage.Postgres;
 using Metering.Storage.Redis;
 using Microsoft.EntityFrameworkCore;
@@ -49,7 +49,12 @@ public sealed class PostgresRedisBackend : StorageBackend
 [SetUpFixture]
 public sealed class ContractServers
 {
-    private static readonly Lazy<Task<TestServers>> Servers = new(() => TestServers.StartAsync());
+    private static readonly Lazy<Task<TestServers>> Servers = new(async () =>
+    {
+        var servers = await TestServers.StartAsync();
+        await TestContext.Progress.WriteLineAsync($"Contract test servers: {servers.Source}");
+        return servers;
+    });
 
     public static Task<TestServers> GetAsync() => Servers.Value;
 

@@ -147,7 +147,7 @@ public static class BufCurl
             }
         }
 
-        return Executables.FindOnPath("buf")
+        return Commands.FindOnPath("buf")
             ?? throw new InvalidOperationException(
                 $"The buf CLI was not found: neither {(root is null ? "<repository root>" : root)}{Path.DirectorySeparatorChar}node_modules{Path.DirectorySeparatorChar}.bin{Path.DirectorySeparatorChar}buf nor buf on PATH exists. " +
                 $"Run 'npm ci' in the repository root{(root is null ? "" : $" ({root})")} to install it.");

@@ -9,9 +9,7 @@ namespace Metering.IntegrationTests.Infrastructure;
 /// </summary>
 public static class TestBudgets
 {
-    public const string RedisOperationTimeout = "00:00:01";
-
-    public const string RedisOperationTimeoutVariable = "Redis__OperationTimeout";
+    public const string RedisOperationTimeout = ServerProcess.RedisOperationTimeout;
 
     /// <summary>The shipped Redis settings (RedisOptions' defaults, also in appsettings.json), as host settings.</summary>
     public static IReadOnlyDictionary<string, string?> Shipped(string redisConnectionString) => new Dictionary<string, string?>

@@ -1,4 +1,4 @@
-namespace Metering.IntegrationTests.Infrastructure;
+namespace Metering.Testing;
 
 /// <summary>Finds the repository root: the nearest folder above the test binaries that holds Metering.sln (or Metering.slnx).</summary>
 public static class RepositoryRoot

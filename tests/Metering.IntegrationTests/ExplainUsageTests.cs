@@ -96,7 +96,10 @@ public sealed class ExplainUsageTests : ServiceTest
         Assert.Multiple(async () =>
         {
             Assert.That(repair.Evicted, Is.True);
-            Assert.That(explained.CacheState, Is.EqualTo(CacheState.Missing), "explain changes nothing");
+            // Evicted, then rebuilt by the next call or by the outbox entry the reconcile queued (drained within
+            // about half a second): either way, never the counter that was ahead of the ledger.
+            Assert.That(explained.CacheState, Is.AnyOf(CacheState.Missing, CacheState.InSync));
+            Assert.That(explained.CounterValue, Is.Not.EqualTo(299));
             Assert.That(status.Used, Is.EqualTo(40), "the next call rebuilt it from the ledger");
             Assert.That((await ExplainAsync(subject, Minutes)).CacheState, Is.EqualTo(CacheState.InSync));
         });

@@ -15,7 +15,8 @@
 #   --postgres-port N       PostgreSQL port on 127.0.0.1 (default $METERING_LOCAL_PG_PORT, else 55432)
 #   --redis-port N          Redis port on 127.0.0.1 (default $METERING_LOCAL_REDIS_PORT, else 56379)
 #   --only postgres|redis   start, stop or check only one of them
-#   --throwaway             for tests: no durability (fsync off, no Redis snapshots), and nothing is installed
+#   --throwaway             for tests: no durability (fsync off, no Redis snapshots), trust authentication, and
+#                           nothing is installed
 #   --postgres-setting K=V  one more PostgreSQL setting (repeatable), e.g. max_connections=100
 #   --redis-arg ARG         one more redis-server argument (repeatable), e.g. --redis-arg --replicaof ...
 #
@@ -185,9 +186,10 @@ start_postgres() {
       local pwfile="$LOCAL_DIR/.postgres-password"
       (umask 077 && printf '%s\n' "$PG_PASSWORD" >"$pwfile")
       if is_root; then chown "$RUN_AS:" "$pwfile"; fi
-      local nosync=()
-      if [ "$THROWAWAY" = 1 ]; then nosync=(--no-sync); fi
-      if ! as_pg_owner "$bin/initdb" -D "$PG_DIR" -U "$PG_USER" --pwfile="$pwfile" --auth=scram-sha-256 --encoding=UTF8 --locale=C "${nosync[@]}" >&2; then
+      # A throwaway cluster trusts every local connection (any password), like the servers tests used to start.
+      local initdb_options=(--auth=scram-sha-256)
+      if [ "$THROWAWAY" = 1 ]; then initdb_options=(--auth=trust --no-sync); fi
+      if ! as_pg_owner "$bin/initdb" -D "$PG_DIR" -U "$PG_USER" --pwfile="$pwfile" --encoding=UTF8 --locale=C "${initdb_options[@]}" >&2; then
         rm -f "$pwfile"
         die "initdb failed"
       fi

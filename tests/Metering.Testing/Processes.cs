@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using System.Text;
 
 namespace Metering.Testing;
 
@@ -117,46 +116,9 @@ public static class Commands
         {
             process.Kill(entireProcessTree: true);
         }
-        catch (InvalidOperationException)
-        {
-            // Already gone.
-        }
-        catch (System.ComponentModel.Win32Exception)
+        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
         {
             // Already gone, or not ours to kill.
-        }
-    }
-}
-
-/// <summary>A child process's output, the last part of it, kept as it arrives.</summary>
-public sealed class OutputBuffer(int maxChars = 256 * 1024)
-{
-    private readonly Lock gate = new();
-    private readonly StringBuilder text = new();
-
-    public void Attach(Process process)
-    {
-        process.OutputDataReceived += (_, e) => Append(e.Data);
-        process.ErrorDataReceived += (_, e) => Append(e.Data);
-    }
-
-    public override string ToString()
-    {
-        lock (gate)
-        {
-            return text.ToString();
-        }
-    }
-
-    private void Append(string? line)
-    {
-        lock (gate)
-        {
-            text.Append(line).Append('\n');
-            if (text.Length > maxChars)
-            {
-                text.Remove(0, text.Length - maxChars);
-            }
         }
     }
 }

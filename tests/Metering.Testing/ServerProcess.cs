@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text;
 
 namespace Metering.Testing;
 
@@ -15,7 +16,7 @@ public sealed class ServerProcess : IAsyncDisposable
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 
     private readonly Process process;
-    private readonly OutputBuffer output = new(4 * 1024 * 1024);
+    private readonly StringBuilder output = new();
     private int disposed;
 
     private ServerProcess(string dll, int port, IReadOnlyDictionary<string, string> environment, string scheme, string? workingDirectory)
@@ -23,7 +24,8 @@ public sealed class ServerProcess : IAsyncDisposable
         Port = port;
         Address = $"{scheme}://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
         process = new Process { StartInfo = Commands.StartInfo(DotnetHost(), [dll, "--urls", Address], workingDirectory ?? Path.GetDirectoryName(dll), Variables(environment)) };
-        output.Attach(process);
+        process.OutputDataReceived += (_, e) => Append(e.Data);
+        process.ErrorDataReceived += (_, e) => Append(e.Data);
         process.Start();
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
@@ -40,7 +42,16 @@ public sealed class ServerProcess : IAsyncDisposable
 
     public bool HasExited => process.HasExited;
 
-    public string Output => output.ToString();
+    public string Output
+    {
+        get
+        {
+            lock (output)
+            {
+                return output.ToString();
+            }
+        }
+    }
 
     /// <summary>The server as built beside the calling test assembly (same configuration and framework).</summary>
     public static string BuiltServerDll()
@@ -123,6 +134,14 @@ public sealed class ServerProcess : IAsyncDisposable
         Commands.TryKill(process);
         await WaitForExitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
         process.Dispose();
+    }
+
+    private void Append(string? line)
+    {
+        lock (output)
+        {
+            output.Append(line).Append('\n');
+        }
     }
 
     private static Dictionary<string, string> Variables(IReadOnlyDictionary<string, string> environment)

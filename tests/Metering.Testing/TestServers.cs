@@ -22,7 +22,6 @@ public sealed partial class TestServers : IAsyncDisposable
     private readonly List<IAsyncDisposable> owned;
     private readonly bool dropCreatedDatabases;
     private readonly List<string> createdDatabases = [];
-    private readonly Lock gate = new();
 
     private TestServers(string source, string postgres, string redis, List<IAsyncDisposable> owned, bool dropCreatedDatabases)
     {
@@ -80,7 +79,7 @@ public sealed partial class TestServers : IAsyncDisposable
                 catch (Exception e) when (!cancellationToken.IsCancellationRequested && e is not OutOfMemoryException)
                 {
                     // No Docker engine (or no images): local processes instead, for both.
-                    whyLocal = $" (Testcontainers: {e.GetType().Name}: {FirstLine(e.Message)})";
+                    whyLocal = $" (Testcontainers: {e.GetType().Name}: {e.Message.Split('\n')[0].Trim()})";
                     await DisposeAllAsync(owned).ConfigureAwait(false);
                     (postgres, postgresSource) = string.IsNullOrWhiteSpace(postgresFromEnvironment) ? (null, null) : (postgres, postgresSource);
                     (redis, redisSource) = string.IsNullOrWhiteSpace(redisFromEnvironment) ? (null, null) : (redis, redisSource);
@@ -91,23 +90,18 @@ public sealed partial class TestServers : IAsyncDisposable
             {
                 var localPostgres = postgres is null ? LocalServer.StartPostgresAsync(cancellationToken) : null;
                 var localRedis = redis is null ? LocalServer.StartRedisAsync(cancellationToken) : null;
-                foreach (var (start, isPostgres) in new[] { (localPostgres, true), (localRedis, false) })
+                if (localPostgres is not null)
                 {
-                    if (start is null)
-                    {
-                        continue;
-                    }
-
-                    var server = await start.ConfigureAwait(false);
+                    var server = await localPostgres.ConfigureAwait(false);
                     owned.Add(server);
-                    if (isPostgres)
-                    {
-                        (postgres, postgresSource) = (server.ConnectionString, server.Description + whyLocal);
-                    }
-                    else
-                    {
-                        (redis, redisSource) = (server.ConnectionString, server.Description + whyLocal);
-                    }
+                    (postgres, postgresSource) = (server.ConnectionString, server.Description + whyLocal);
+                }
+
+                if (localRedis is not null)
+                {
+                    var server = await localRedis.ConfigureAwait(false);
+                    owned.Add(server);
+                    (redis, redisSource) = (server.ConnectionString, server.Description + whyLocal);
                 }
             }
 
@@ -130,7 +124,7 @@ public sealed partial class TestServers : IAsyncDisposable
         var name = $"db_{prefix[..Math.Min(prefix.Length, 27)]}_{Guid.NewGuid():N}";
         await ExecuteAsync(PostgresConnectionString, $"CREATE DATABASE \"{name}\" TEMPLATE template0", cancellationToken).ConfigureAwait(false);
         var connectionString = new NpgsqlConnectionStringBuilder(PostgresConnectionString) { Database = name }.ConnectionString;
-        lock (gate)
+        lock (createdDatabases)
         {
             createdDatabases.Add(connectionString);
         }
@@ -141,7 +135,7 @@ public sealed partial class TestServers : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         List<string> databases;
-        lock (gate)
+        lock (createdDatabases)
         {
             databases = [.. createdDatabases];
             createdDatabases.Clear();
@@ -196,8 +190,6 @@ public sealed partial class TestServers : IAsyncDisposable
             throw new InvalidOperationException($"METERING_TEST_REDIS is set, but connecting with it failed: {e.Message}", e);
         }
     }
-
-    private static string FirstLine(string text) => text.Split('\n', 2)[0].Trim();
 
     private static async Task DisposeAllAsync(List<IAsyncDisposable> resources)
     {

@@ -1,6 +1,3 @@
-using Metering.IntegrationTests.Infrastructure;
-using NUnit.Framework;
-
 namespace Metering.IntegrationTests;
 
 /// <summary>
@@ -32,4 +29,12 @@ public sealed class Servers
             await servers.DisposeAsync().ConfigureAwait(false);
         }
     }
+}
+
+/// <summary>One ledger database for the run: tests isolate themselves by unique subject ids.</summary>
+internal static class SharedLedger
+{
+    private static readonly Lazy<Task<string>> Database = new(() => Servers.Instance.CreateDatabaseAsync("metering"));
+
+    public static Task<string> ConnectionStringAsync() => Database.Value;
 }

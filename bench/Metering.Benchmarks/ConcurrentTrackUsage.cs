@@ -22,6 +22,9 @@ internal static class ConcurrentTrackUsage
     {
         var callers = args.Length > 0 ? int.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 64;
         var seconds = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 10;
+
+        // A loaded machine may take Redis past the shipped 150 ms budget; this measures the ledger, not that budget.
+        Environment.SetEnvironmentVariable("Redis__OperationTimeout", "00:00:02");
         await using var servers = await TestServers.StartAsync();
         var ledger = await servers.CreateDatabaseAsync("concurrent");
         await using var host = new HotPathBenchmarks.Host(ledger, servers.RedisConnectionString);
@@ -35,13 +38,23 @@ internal static class ConcurrentTrackUsage
         }
 
         long sequence = 0;
+        var errors = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
         async Task<long> CallAsync(int caller)
         {
             var n = Interlocked.Increment(ref sequence);
             var started = Stopwatch.GetTimestamp();
-            await meter.TrackUsageAsync(
-                new TrackUsageCommand(subjects[(int)(n % Subjects)], $"e-{n}", Session, null, null, false, NoAttributes, RecordedBy: "bench"),
-                CancellationToken.None);
+            try
+            {
+                await meter.TrackUsageAsync(
+                    new TrackUsageCommand(subjects[(int)(n % Subjects)], $"e-{n}", Session, null, null, false, NoAttributes, RecordedBy: "bench"),
+                    CancellationToken.None);
+            }
+            catch (Exception ex)
+            {
+                errors.AddOrUpdate(ex.GetType().Name, 1, (_, count) => count + 1);
+                return -1;
+            }
+
             return Stopwatch.GetTimestamp() - started;
         }
 
@@ -70,12 +83,12 @@ internal static class ConcurrentTrackUsage
         await sampling.CancelAsync();
         await sampler;
 
-        var all = latencies.SelectMany(l => l).Order().ToArray();
+        var all = latencies.SelectMany(l => l).Where(l => l >= 0).Order().ToArray();
         double Ms(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
         Console.WriteLine(
             $"TrackUsage, {callers} callers over {Subjects} subjects, {elapsed.TotalSeconds:0.0} s: {all.Length / elapsed.TotalSeconds:0} calls/s, " +
             $"p50 {Ms(all[all.Length / 2]):0.0} ms, p99 {Ms(all[(int)(all.Length * 0.99)]):0.0} ms, {all.Length} calls, " +
-            $"at most {peak} PostgreSQL connections");
+            $"at most {peak} PostgreSQL connections, errors: {(errors.IsEmpty ? "none" : string.Join(", ", errors.Select(e => $"{e.Key} {e.Value}")))}");
     }
 
     private static async Task LoopAsync(int callers, TimeSpan duration, Func<int, Task<long>> call, List<long>[]? latencies)

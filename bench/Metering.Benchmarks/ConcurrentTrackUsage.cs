@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Metering.Core.Subscriptions;
 using Metering.Core.Usage;
-using Metering.IntegrationTests.Infrastructure;
+using Metering.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 

@@ -13,14 +13,14 @@ namespace Metering.LoadBench;
 internal sealed partial class ChildServer : IAsyncDisposable
 {
     private const int SigTerm = 15;
-    private readonly Process process;
-    private readonly StreamWriter log;
-    private int stopped;
+    private readonly Process _process;
+    private readonly StreamWriter _log;
+    private int _stopped;
 
     private ChildServer(Process process, StreamWriter log, int port)
     {
-        this.process = process;
-        this.log = log;
+        _process = process;
+        _log = log;
         Port = port;
         AppDomain.CurrentDomain.ProcessExit += (_, _) => KillNow();
         Console.CancelKeyPress += (_, _) => KillNow();
@@ -28,7 +28,7 @@ internal sealed partial class ChildServer : IAsyncDisposable
 
     public int Port { get; }
 
-    public int ProcessId => process.Id;
+    public int ProcessId => _process.Id;
 
     public Uri Address => new($"http://127.0.0.1:{Port.ToString(CultureInfo.InvariantCulture)}");
 
@@ -54,14 +54,14 @@ internal sealed partial class ChildServer : IAsyncDisposable
         }
 
         Directory.CreateDirectory(Path.GetDirectoryName(logPath)!);
-        var log = new StreamWriter(logPath, append: false) { AutoFlush = true };
-        var process = new Process { StartInfo = start };
-        process.OutputDataReceived += (_, e) => Write(log, e.Data);
-        process.ErrorDataReceived += (_, e) => Write(log, e.Data);
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        return new ChildServer(process, log, port);
+        var _log = new StreamWriter(logPath, append: false) { AutoFlush = true };
+        var _process = new Process { StartInfo = start };
+        _process.OutputDataReceived += (_, e) => Write(_log, e.Data);
+        _process.ErrorDataReceived += (_, e) => Write(_log, e.Data);
+        _process.Start();
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+        return new ChildServer(_process, _log, port);
     }
 
     /// <summary>A port on 127.0.0.1 that nothing listens on right now.</summary>
@@ -78,9 +78,9 @@ internal sealed partial class ChildServer : IAsyncDisposable
         var deadline = Stopwatch.StartNew();
         while (true)
         {
-            if (process.HasExited)
+            if (_process.HasExited)
             {
-                throw new InvalidOperationException($"The server (pid {process.Id}) exited with code {process.ExitCode} while starting; see {logPath}.");
+                throw new InvalidOperationException($"The server (pid {_process.Id}) exited with code {_process.ExitCode} while starting; see {logPath}.");
             }
 
             try
@@ -96,43 +96,43 @@ internal sealed partial class ChildServer : IAsyncDisposable
     }
 
     /// <summary>Resident set size of the process now (VmRSS in /proc/&lt;pid&gt;/status), or null when unreadable.</summary>
-    public long? ResidentBytes() => ProcessMemory.ResidentBytes(process.Id);
+    public long? ResidentBytes() => ProcessMemory.ResidentBytes(_process.Id);
 
     public async ValueTask DisposeAsync()
     {
-        if (Interlocked.Exchange(ref stopped, 1) != 0)
+        if (Interlocked.Exchange(ref _stopped, 1) != 0)
         {
             return;
         }
 
-        if (!process.HasExited)
+        if (!_process.HasExited)
         {
-            _ = Kill(process.Id, SigTerm);
+            _ = Kill(_process.Id, SigTerm);
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
             try
             {
-                await process.WaitForExitAsync(timeout.Token).ConfigureAwait(false);
+                await _process.WaitForExitAsync(timeout.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
-                process.Kill(entireProcessTree: true);
-                await process.WaitForExitAsync().ConfigureAwait(false);
+                _process.Kill(entireProcessTree: true);
+                await _process.WaitForExitAsync().ConfigureAwait(false);
             }
         }
 
-        process.Dispose();
-        await log.DisposeAsync().ConfigureAwait(false);
+        _process.Dispose();
+        await _log.DisposeAsync().ConfigureAwait(false);
     }
 
     private void KillNow()
     {
-        if (Volatile.Read(ref stopped) == 0)
+        if (Volatile.Read(ref _stopped) == 0)
         {
             try
             {
-                if (!process.HasExited)
+                if (!_process.HasExited)
                 {
-                    process.Kill(entireProcessTree: true);
+                    _process.Kill(entireProcessTree: true);
                 }
             }
             catch (InvalidOperationException)
@@ -142,13 +142,13 @@ internal sealed partial class ChildServer : IAsyncDisposable
         }
     }
 
-    private static void Write(StreamWriter log, string? line)
+    private static void Write(StreamWriter _log, string? line)
     {
         if (line is not null)
         {
-            lock (log)
+            lock (_log)
             {
-                log.WriteLine(line);
+                _log.WriteLine(line);
             }
         }
     }

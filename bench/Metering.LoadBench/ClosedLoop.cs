@@ -107,7 +107,7 @@ internal static class ClosedLoop
 
     private sealed class ErrorCounts
     {
-        private readonly Dictionary<string, long> counts = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, long> _counts = new(StringComparer.Ordinal);
 
         /// <summary>Runs one call; false (and counted) when it failed.</summary>
         public async Task<bool> RunAsync(Func<long, Task> call, long sequence)
@@ -131,17 +131,17 @@ internal static class ClosedLoop
 
         public IReadOnlyDictionary<string, long> Snapshot()
         {
-            lock (counts)
+            lock (_counts)
             {
-                return new Dictionary<string, long>(counts, StringComparer.Ordinal);
+                return new Dictionary<string, long>(_counts, StringComparer.Ordinal);
             }
         }
 
         private void Add(string reason)
         {
-            lock (counts)
+            lock (_counts)
             {
-                counts[reason] = counts.GetValueOrDefault(reason) + 1;
+                _counts[reason] = _counts.GetValueOrDefault(reason) + 1;
             }
         }
     }

@@ -69,11 +69,11 @@ internal static class LoadRun
         async Task<Row> MeasureAsync(string name, string unit, Func<Degraded, Task<LoopResult>> loop, Func<Task<int>>? connections, ChildServer? process, Row? against)
         {
             Progress($"{name}...");
-            var degraded = new Degraded();
+            var _degraded = new Degraded();
             await using var sampler = Sampler.Start(connections, process is null ? null : process.ResidentBytes);
-            var result = await loop(degraded);
+            var result = await loop(_degraded);
             var (peakConnections, peakResident) = await sampler.StopAsync();
-            var row = new Row(name, unit, result, against, peakConnections, peakResident, degraded.Count);
+            var row = new Row(name, unit, result, against, peakConnections, peakResident, _degraded.Count);
             rows.Add(row);
             Progress($"  {row.Summary()}");
             return row;
@@ -98,16 +98,16 @@ internal static class LoadRun
             var touch = await ClosedLoop.ForCountAsync(options.Callers, subjects.Length, sequence => service.CheckLimitAsync(Check(subjects[sequence - 1]), headers).ResponseAsync);
 
             await MeasureAsync("CheckLimit, warm subject", "calls/s",
-                degraded => ForDuration(async _ => degraded.Note((await service.CheckLimitAsync(Check(AnySubject()), headers)).Degraded)), ServiceConnections, server, evalSha);
+                _degraded => ForDuration(async _ => _degraded.Note((await service.CheckLimitAsync(Check(AnySubject()), headers)).Degraded)), ServiceConnections, server, evalSha);
 
-            await MeasureAsync($"CheckLimit, cold: {options.Subjects} subjects never seen before", "calls/s", async degraded =>
+            await MeasureAsync($"CheckLimit, cold: {options.Subjects} subjects never seen before", "calls/s", async _degraded =>
             {
-                await ClosedLoop.ForCountAsync(options.Callers, Math.Min(200, options.Subjects), async sequence => degraded.Note((await service.CheckLimitAsync(Check($"lb-{run}-warmup-cold-{sequence}"), headers)).Degraded));
-                return await ClosedLoop.ForCountAsync(options.Callers, options.Subjects, async sequence => degraded.Note((await service.CheckLimitAsync(Check($"lb-{run}-cold-{sequence}"), headers)).Degraded));
+                await ClosedLoop.ForCountAsync(options.Callers, Math.Min(200, options.Subjects), async sequence => _degraded.Note((await service.CheckLimitAsync(Check($"lb-{run}-warmup-cold-{sequence}"), headers)).Degraded));
+                return await ClosedLoop.ForCountAsync(options.Callers, options.Subjects, async sequence => _degraded.Note((await service.CheckLimitAsync(Check($"lb-{run}-cold-{sequence}"), headers)).Degraded));
             }, ServiceConnections, server, evalSha);
 
             await MeasureAsync("GetRemaining", "calls/s",
-                degraded => ForDuration(async _ => degraded.Note((await service.GetRemainingAsync(new GetRemainingRequest { SubjectId = AnySubject(), UsageTypes = { UsageType } }, headers)).Degraded)),
+                _degraded => ForDuration(async _ => _degraded.Note((await service.GetRemainingAsync(new GetRemainingRequest { SubjectId = AnySubject(), UsageTypes = { UsageType } }, headers)).Degraded)),
                 ServiceConnections, server, evalSha);
 
             await MeasureAsync("TrackUsage, unique idempotency keys", "calls/s",
@@ -115,14 +115,14 @@ internal static class LoadRun
                 ServiceConnections, server, durableRow);
 
             await MeasureAsync("session: CheckLimit reserve, then TrackUsage settling it", "sessions/s",
-                degraded => ForDuration(async sequence =>
+                _degraded => ForDuration(async sequence =>
                 {
                     var subject = AnySubject();
                     var check = Check(subject);
                     check.Reserve = true;
                     check.RequestId = Key("r", sequence);
                     var hold = await service.CheckLimitAsync(check, headers).ResponseAsync.ConfigureAwait(false);
-                    degraded.Note(hold.Degraded);
+                    _degraded.Note(hold.Degraded);
                     if (!hold.Allowed || hold.ReservationId.Length == 0)
                     {
                         throw new BenchCallException("reserve refused");
@@ -262,18 +262,18 @@ internal static class LoadRun
 /// <summary>Counts answers flagged degraded (the service answered without Redis), among those that carry the flag.</summary>
 internal sealed class Degraded
 {
-    private long noted;
-    private long degraded;
+    private long _noted;
+    private long _degraded;
 
     /// <summary>The degraded answers, or null when no answer of the scenario carries the flag.</summary>
-    public long? Count => Interlocked.Read(ref noted) == 0 ? null : Interlocked.Read(ref degraded);
+    public long? Count => Interlocked.Read(ref _noted) == 0 ? null : Interlocked.Read(ref _degraded);
 
     public void Note(bool isDegraded)
     {
-        Interlocked.Increment(ref noted);
+        Interlocked.Increment(ref _noted);
         if (isDegraded)
         {
-            Interlocked.Increment(ref degraded);
+            Interlocked.Increment(ref _degraded);
         }
     }
 }

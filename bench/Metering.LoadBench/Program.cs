@@ -39,12 +39,23 @@ namespace Metering.LoadBench
                 var value = i + 1 < args.Length ? args[i + 1] : throw new ArgumentException($"{args[i]} needs a value");
                 switch (args[i])
                 {
-                    case "--callers": callers = Positive(args[i], value); break;
-                    case "--subjects": subjects = Positive(args[i], value); break;
-                    case "--seconds": seconds = PositiveSeconds(args[i], value); break;
-                    case "--warmup": warmup = double.Parse(value, CultureInfo.InvariantCulture); break;
-                    case "--table": table = value; break;
-                    default: throw new ArgumentException($"unknown option {args[i]}");
+                    case "--callers":
+                        callers = Positive(args[i], value);
+                        break;
+                    case "--subjects":
+                        subjects = Positive(args[i], value);
+                        break;
+                    case "--seconds":
+                        seconds = PositiveSeconds(args[i], value);
+                        break;
+                    case "--warmup":
+                        warmup = double.Parse(value, CultureInfo.InvariantCulture);
+                        break;
+                    case "--table":
+                        table = value;
+                        break;
+                    default:
+                        throw new ArgumentException($"unknown option {args[i]}");
                 }
 
                 i++;

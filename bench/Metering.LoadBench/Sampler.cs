@@ -3,31 +3,31 @@ namespace Metering.LoadBench;
 /// <summary>Samples PostgreSQL connections and a process's RSS every 200 ms while a scenario runs, keeping the peaks.</summary>
 internal sealed class Sampler : IAsyncDisposable
 {
-    private readonly CancellationTokenSource stop = new();
-    private readonly Task loop;
-    private int? maxConnections;
-    private long? maxResident;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _loop;
+    private int? _maxConnections;
+    private long? _maxResident;
 
     private Sampler(Func<Task<int>>? connections, Func<long?>? resident)
     {
-        loop = Task.Run(async () =>
+        _loop = Task.Run(async () =>
         {
-            while (!stop.IsCancellationRequested)
+            while (!_stop.IsCancellationRequested)
             {
                 if (connections is not null)
                 {
                     var now = await connections().ConfigureAwait(false);
-                    maxConnections = Math.Max(maxConnections ?? 0, now);
+                    _maxConnections = Math.Max(_maxConnections ?? 0, now);
                 }
 
                 if (resident?.Invoke() is { } bytes)
                 {
-                    maxResident = Math.Max(maxResident ?? 0, bytes);
+                    _maxResident = Math.Max(_maxResident ?? 0, bytes);
                 }
 
                 try
                 {
-                    await Task.Delay(200, stop.Token).ConfigureAwait(false);
+                    await Task.Delay(200, _stop.Token).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
                 {
@@ -42,27 +42,27 @@ internal sealed class Sampler : IAsyncDisposable
     /// <summary>Stops sampling; the peaks seen (null for what was not sampled).</summary>
     public async Task<(int? Connections, long? Resident)> StopAsync()
     {
-        await stop.CancelAsync().ConfigureAwait(false);
-        await loop.ConfigureAwait(false);
-        return (maxConnections, maxResident);
+        await _stop.CancelAsync().ConfigureAwait(false);
+        await _loop.ConfigureAwait(false);
+        return (_maxConnections, _maxResident);
     }
 
     public async ValueTask DisposeAsync()
     {
-        if (!stop.IsCancellationRequested)
+        if (!_stop.IsCancellationRequested)
         {
-            await stop.CancelAsync().ConfigureAwait(false);
+            await _stop.CancelAsync().ConfigureAwait(false);
         }
 
         try
         {
-            await loop.ConfigureAwait(false);
+            await _loop.ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
             // Stopped.
         }
 
-        stop.Dispose();
+        _stop.Dispose();
     }
 }

@@ -8,33 +8,33 @@ namespace Metering.Storage.Postgres;
 /// </summary>
 internal sealed class GroupCommitQueue<T>
 {
-    private readonly Func<IReadOnlyList<T>, Task> run;
-    private readonly int lanes;
-    private readonly int maxBatch;
-    private readonly Queue<T> queue = new();
-    private readonly Lock gate = new();
-    private int running;
+    private readonly Func<IReadOnlyList<T>, Task> _run;
+    private readonly int _lanes;
+    private readonly int _maxBatch;
+    private readonly Queue<T> _queue = new();
+    private readonly Lock _gate = new();
+    private int _running;
 
     /// <param name="run">Runs one batch; it must complete every write itself, success or failure, and not throw.</param>
     public GroupCommitQueue(Func<IReadOnlyList<T>, Task> run, int lanes, int maxBatch)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(lanes, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
-        this.run = run;
-        this.lanes = lanes;
-        this.maxBatch = maxBatch;
+        _run = run;
+        _lanes = lanes;
+        _maxBatch = maxBatch;
     }
 
     public void Enqueue(T write)
     {
         bool start;
-        lock (gate)
+        lock (_gate)
         {
-            queue.Enqueue(write);
-            start = running < lanes;
+            _queue.Enqueue(write);
+            start = _running < _lanes;
             if (start)
             {
-                running++;
+                _running++;
             }
         }
 
@@ -49,21 +49,21 @@ internal sealed class GroupCommitQueue<T>
         while (true)
         {
             var batch = new List<T>();
-            lock (gate)
+            lock (_gate)
             {
-                while (batch.Count < maxBatch && queue.TryDequeue(out var write))
+                while (batch.Count < _maxBatch && _queue.TryDequeue(out var write))
                 {
                     batch.Add(write);
                 }
 
                 if (batch.Count == 0)
                 {
-                    running--;
+                    _running--;
                     return;
                 }
             }
 
-            await run(batch).ConfigureAwait(false);
+            await _run(batch).ConfigureAwait(false);
         }
     }
 }

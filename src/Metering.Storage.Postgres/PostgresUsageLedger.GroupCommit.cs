@@ -1,6 +1,5 @@
 using System.Runtime.ExceptionServices;
 using System.Text.Json;
-using Metering.Core.Periods;
 using Metering.Core.Subscriptions;
 using Metering.Core.Usage;
 using Metering.Core.Validation;
@@ -8,7 +7,6 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.Storage;
 using Npgsql;
 using NpgsqlTypes;
-using Period = Metering.Core.Periods.Period;
 
 namespace Metering.Storage.Postgres;
 
@@ -158,7 +156,7 @@ public sealed partial class PostgresUsageLedger
 
     private async Task<T> SubmitAsync<T>(PendingWrite write)
     {
-        writes.Enqueue(write);
+        _writes.Enqueue(write);
         return (T)await write.Done.Task.WaitAsync(write.CancellationToken);
     }
 
@@ -239,7 +237,7 @@ public sealed partial class PostgresUsageLedger
     /// </summary>
     private async Task<object?[]?> CommitBatchAsync(IReadOnlyList<PendingWrite> items, bool oneByOne, CancellationToken cancellationToken)
     {
-        await using var db = await contexts.CreateDbContextAsync(cancellationToken);
+        await using var db = await _contexts.CreateDbContextAsync(cancellationToken);
         await using var transaction = await db.Database.BeginTransactionAsync(cancellationToken);
         var connection = (NpgsqlConnection)db.Database.GetDbConnection();
         var npgsqlTransaction = (NpgsqlTransaction)transaction.GetDbTransaction();

@@ -1,9 +1,7 @@
 using System.Globalization;
 using Metering.Core.Errors;
 using Metering.Core.Limits;
-using Metering.Core.Periods;
 using Metering.Core.Ports;
-using Metering.Core.Subscriptions;
 using Metering.Core.Usage;
 using Metering.Core.Validation;
 using Metering.Storage.Postgres.Entities;
@@ -23,14 +21,14 @@ namespace Metering.Storage.Postgres;
 /// </summary>
 public sealed partial class PostgresUsageLedger : IUsageLedger
 {
-    private readonly IDbContextFactory<MeteringDbContext> contexts;
-    private readonly GroupCommitQueue<PendingWrite> writes;
+    private readonly IDbContextFactory<MeteringDbContext> _contexts;
+    private readonly GroupCommitQueue<PendingWrite> _writes;
 
     public PostgresUsageLedger(IDbContextFactory<MeteringDbContext> contexts, IOptions<LedgerWriteOptions>? options = null)
     {
-        this.contexts = contexts;
+        _contexts = contexts;
         var settings = options?.Value ?? new LedgerWriteOptions();
-        writes = new GroupCommitQueue<PendingWrite>(RunBatchAsync, settings.WriteConnections, settings.MaxWriteBatch);
+        _writes = new GroupCommitQueue<PendingWrite>(RunBatchAsync, settings.WriteConnections, settings.MaxWriteBatch);
     }
 
     /// <summary>Recorded in the next group commit (see <see cref="RunBatchAsync"/>); returns after it committed.</summary>
@@ -45,7 +43,7 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
         LedgerGuard.RunAsync(
             async token =>
             {
-                await using var db = await contexts.CreateDbContextAsync(token);
+                await using var db = await _contexts.CreateDbContextAsync(token);
                 await using var transaction = await db.Database.BeginTransactionAsync(token);
                 await LockSubjectAsync(db, subjectId, token);
                 var ended = await EndHoldAsync(db, subjectId, reservationId, "released", token);
@@ -65,7 +63,7 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
         LedgerGuard.RunAsync(
             async token =>
             {
-                await using var db = await contexts.CreateDbContextAsync(token);
+                await using var db = await _contexts.CreateDbContextAsync(token);
                 var row = await db.Holds.AsNoTracking()
                     .Where(h => h.SubjectId == subjectId && h.ReservationId == reservationId)
                     .Select(h => new { h.ExpiresAt, h.PlacedAt })
@@ -78,7 +76,7 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
         LedgerGuard.RunAsync<IReadOnlyList<HoldInfo>>(
             async token =>
             {
-                await using var db = await contexts.CreateDbContextAsync(token);
+                await using var db = await _contexts.CreateDbContextAsync(token);
                 var (start, end) = Bounds(key.Period);
                 var rows = await db.Database
                     .SqlQuery<HoldInfoRow>($"""
@@ -111,7 +109,7 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
                     return [];
                 }
 
-                await using var db = await contexts.CreateDbContextAsync(token);
+                await using var db = await _contexts.CreateDbContextAsync(token);
                 await db.Database.OpenConnectionAsync(token);
                 await using var batch = new NpgsqlBatch((NpgsqlConnection)db.Database.GetDbConnection());
                 NpgsqlParameter[] Keys() =>
@@ -145,7 +143,7 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
         LedgerGuard.RunAsync(
             async token =>
             {
-                await using var db = await contexts.CreateDbContextAsync(token);
+                await using var db = await _contexts.CreateDbContextAsync(token);
                 var (start, end) = Bounds(key.Period);
                 var events = (await db.Database
                     .SqlQuery<EventSumRow>($"""
@@ -167,7 +165,7 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
         LedgerGuard.RunAsync(
             async token =>
             {
-                await using var db = await contexts.CreateDbContextAsync(token);
+                await using var db = await _contexts.CreateDbContextAsync(token);
                 await using var transaction = await db.Database.BeginTransactionAsync(token);
                 await LockSubjectAsync(db, key.SubjectId, token);
 
@@ -199,7 +197,7 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
         LedgerGuard.RunAsync<IReadOnlyList<string>>(
             async token =>
             {
-                await using var db = await contexts.CreateDbContextAsync(token);
+                await using var db = await _contexts.CreateDbContextAsync(token);
                 var at = now.ToDateTimeUtc();
                 return await db.UsageTotals.AsNoTracking()
                     .Where(t => t.PeriodStart <= at && t.PeriodEnd > at)
@@ -214,7 +212,7 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
         LedgerGuard.RunAsync(
             async token =>
             {
-                await using var db = await contexts.CreateDbContextAsync(token);
+                await using var db = await _contexts.CreateDbContextAsync(token);
                 await using var transaction = await db.Database.BeginTransactionAsync(token);
                 var age = minAge.ToTimeSpan();
                 var rows = await db.Database
@@ -259,7 +257,7 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
         LedgerGuard.RunAsync(
             async token =>
             {
-                await using var db = await contexts.CreateDbContextAsync(token);
+                await using var db = await _contexts.CreateDbContextAsync(token);
                 var subjects = await db.Database
                     .SqlQuery<string>($"""
                         SELECT DISTINCT subject_id AS "Value" FROM holds
@@ -604,7 +602,7 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
 
     private async Task<string?> FindFingerprintOnceAsync(string subjectId, string idempotencyKey, CancellationToken cancellationToken)
     {
-        await using var db = await contexts.CreateDbContextAsync(cancellationToken);
+        await using var db = await _contexts.CreateDbContextAsync(cancellationToken);
         return await db.UsageEvents
             .Where(e => e.SubjectId == subjectId && e.IdempotencyKey == idempotencyKey)
             .Select(e => e.Fingerprint)

@@ -11,13 +11,13 @@ public sealed class CheckAndSessionTests
     private const string Interviews = "interviews_per_day";
     private const string Analysis = "detailed_analysis_per_month";
 
-    private MeteringServer server = null!;
+    private MeteringServer _server = null!;
 
     [OneTimeSetUp]
-    public async Task StartAsync() => server = await MeteringServer.StartAsync();
+    public async Task StartAsync() => _server = await MeteringServer.StartAsync();
 
     [OneTimeTearDown]
-    public async Task StopAsync() => await server.DisposeAsync();
+    public async Task StopAsync() => await _server.DisposeAsync();
 
     [Test]
     [CancelAfter(90_000)]
@@ -113,13 +113,13 @@ public sealed class CheckAndSessionTests
     public async Task Sessions_TenInParallelAgainstThreeADay_GrantExactlyThree_SettleAndRelease()
     {
         // The server's decisions are under test: a generous deadline, and no fail-open grant if one is missed anyway.
-        await using var host = await ClientHost.StartAsync(server.Address, configure: options =>
+        await using var host = await ClientHost.StartAsync(_server.Address, configure: options =>
         {
             options.CheckTimeout = TimeSpan.FromSeconds(30);
             options.DefaultFailPolicy = FailPolicy.Deny;
         });
         var subject = $"sessions-{Guid.NewGuid():N}";
-        await server.SubscribeAsync(subject, "starter"); // 3 interviews a day, 300 minutes a month
+        await _server.SubscribeAsync(subject, "starter"); // 3 interviews a day, 300 minutes a month
 
         var sessions = await Task.WhenAll(Enumerable.Range(0, 10).Select(_ => host.Client.BeginSessionAsync(subject, minutes: 30, interviews: 1)));
         var allowed = sessions.Where(s => s.Allowed).ToList();

@@ -6,25 +6,25 @@ namespace Metering.Client.Tests;
 [SetUpFixture]
 public sealed class ClientTestServers
 {
-    private static TestServers? servers;
-    private static string? ledger;
+    private static TestServers? _servers;
+    private static string? _ledger;
 
-    public static TestServers Instance => servers ?? throw new InvalidOperationException("The test servers are not running.");
+    public static TestServers Instance => _servers ?? throw new InvalidOperationException("The test servers are not running.");
 
-    public static string Ledger => ledger ?? throw new InvalidOperationException("The test servers are not running.");
+    public static string Ledger => _ledger ?? throw new InvalidOperationException("The test servers are not running.");
 
     [OneTimeSetUp]
     public async Task StartAsync()
     {
-        servers = await TestServers.StartAsync();
-        ledger = await servers.CreateDatabaseAsync("client");
-        await TestContext.Progress.WriteLineAsync($"Client test servers: {servers.Source}");
+        _servers = await TestServers.StartAsync();
+        _ledger = await _servers.CreateDatabaseAsync("client");
+        await TestContext.Progress.WriteLineAsync($"Client test servers: {_servers.Source}");
     }
 
     [OneTimeTearDown]
     public async Task StopAsync()
     {
-        if (Interlocked.Exchange(ref servers, null) is { } running)
+        if (Interlocked.Exchange(ref _servers, null) is { } running)
         {
             await running.DisposeAsync();
         }

@@ -18,7 +18,7 @@ public sealed class MeteringServer : IAsyncDisposable
     /// <summary>The documented local key of appsettings.Development.json.</summary>
     public const string DevKey = "mtr_dev_local_key_not_secret";
 
-    private ServerProcess? process;
+    private ServerProcess? _process;
 
     private MeteringServer(int port) => Port = port;
 
@@ -26,7 +26,7 @@ public sealed class MeteringServer : IAsyncDisposable
 
     public Uri Address => new($"http://127.0.0.1:{Port.ToString(CultureInfo.InvariantCulture)}");
 
-    public string Output => process?.Output ?? string.Empty;
+    public string Output => _process?.Output ?? string.Empty;
 
     public static async Task<MeteringServer> StartAsync()
     {
@@ -38,7 +38,7 @@ public sealed class MeteringServer : IAsyncDisposable
     /// <summary>Kills the process (SIGKILL of the process tree), as a crash would.</summary>
     public async Task KillAsync()
     {
-        if (Interlocked.Exchange(ref process, null) is { } running)
+        if (Interlocked.Exchange(ref _process, null) is { } running)
         {
             await running.DisposeAsync();
         }
@@ -48,7 +48,7 @@ public sealed class MeteringServer : IAsyncDisposable
     public async Task RestartAsync()
     {
         await KillAsync();
-        process = await ServerProcess.StartOnPortAsync(ServerProcess.BuiltServerDll(), Port, new Dictionary<string, string>
+        _process = await ServerProcess.StartOnPortAsync(ServerProcess.BuiltServerDll(), Port, new Dictionary<string, string>
         {
             ["ConnectionStrings__Postgres"] = ClientTestServers.Ledger,
             ["ConnectionStrings__Redis"] = ClientTestServers.Instance.RedisConnectionString,
@@ -80,16 +80,16 @@ public sealed class MeteringServer : IAsyncDisposable
 /// <summary>A host that uses the client the way a service does: AddMeteringClient, its hosted spool delivery, and logs kept for the test.</summary>
 public sealed class ClientHost : IAsyncDisposable
 {
-    private readonly IHost host;
+    private readonly IHost _host;
 
     private ClientHost(IHost host, string spoolDirectory, LogCapture logs)
     {
-        this.host = host;
+        _host = host;
         SpoolDirectory = spoolDirectory;
         Logs = logs;
     }
 
-    public IMeteringClient Client => host.Services.GetRequiredService<IMeteringClient>();
+    public IMeteringClient Client => _host.Services.GetRequiredService<IMeteringClient>();
 
     public string SpoolDirectory { get; }
 
@@ -114,9 +114,9 @@ public sealed class ClientHost : IAsyncDisposable
             options.CheckTimeout = TimeSpan.FromSeconds(5);
             configure?.Invoke(options);
         });
-        var host = builder.Build();
-        await host.StartAsync();
-        return new ClientHost(host, spoolDirectory, logs);
+        var _host = builder.Build();
+        await _host.StartAsync();
+        return new ClientHost(_host, spoolDirectory, logs);
     }
 
     public static string NewSpoolDirectory() => Path.Combine(Path.GetTempPath(), $"metering-client-test-{Guid.NewGuid():N}");
@@ -148,17 +148,17 @@ public sealed class ClientHost : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await host.StopAsync();
-        host.Dispose();
+        await _host.StopAsync();
+        _host.Dispose();
     }
 }
 
 /// <summary>Keeps every log line of a host.</summary>
 public sealed class LogCapture : ILoggerProvider
 {
-    private readonly ConcurrentQueue<(LogLevel Level, string Category, string Message)> lines = new();
+    private readonly ConcurrentQueue<(LogLevel Level, string Category, string Message)> _lines = new();
 
-    public IReadOnlyList<(LogLevel Level, string Category, string Message)> Lines => [.. lines];
+    public IReadOnlyList<(LogLevel Level, string Category, string Message)> Lines => [.. _lines];
 
     public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
 
@@ -166,7 +166,7 @@ public sealed class LogCapture : ILoggerProvider
     {
     }
 
-    public override string ToString() => string.Join('\n', lines.Select(l => $"{l.Level} {l.Category}: {l.Message}"));
+    public override string ToString() => string.Join('\n', _lines.Select(l => $"{l.Level} {l.Category}: {l.Message}"));
 
     private sealed class Logger(LogCapture owner, string category) : ILogger
     {
@@ -176,7 +176,7 @@ public sealed class LogCapture : ILoggerProvider
         public bool IsEnabled(LogLevel logLevel) => true;
 
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
-            owner.lines.Enqueue((logLevel, category, formatter(state, exception)));
+            owner._lines.Enqueue((logLevel, category, formatter(state, exception)));
     }
 }
 

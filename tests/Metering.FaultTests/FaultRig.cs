@@ -18,8 +18,8 @@ internal sealed class FaultRig : IAsyncDisposable
     /// <summary>The Development key (every scope) that the instances accept; they run in Development.</summary>
     public const string Key = "mtr_dev_local_key_not_secret";
 
-    private readonly List<GrpcChannel> retiredChannels = [];
-    private readonly Instance?[] instances = new Instance?[2];
+    private readonly List<GrpcChannel> _retiredChannels = [];
+    private readonly Instance?[] _instances = new Instance?[2];
 
     private FaultRig(LocalServer postgres, LocalServer redis, string database)
     {
@@ -43,7 +43,7 @@ internal sealed class FaultRig : IAsyncDisposable
     public IServer RedisServer => RedisAdmin.GetServer(RedisAdmin.GetEndPoints().Single());
 
     /// <summary>Instance <paramref name="index"/> (0 or 1) as it is now; a killed one stays until restarted.</summary>
-    public Instance this[int index] => instances[index] ?? throw new InvalidOperationException($"instance {index} is not started");
+    public Instance this[int index] => _instances[index] ?? throw new InvalidOperationException($"instance {index} is not started");
 
     public static async Task<FaultRig> StartAsync(CancellationToken cancellationToken)
     {
@@ -71,7 +71,7 @@ internal sealed class FaultRig : IAsyncDisposable
         var wanted = new[] { offset0, offset1 };
         await Task.WhenAll(Enumerable.Range(0, 2).Select(async i =>
         {
-            if (instances[i] is not { Alive: true } instance || instance.ClockOffset != wanted[i])
+            if (_instances[i] is not { Alive: true } instance || instance.ClockOffset != wanted[i])
             {
                 await StartInstanceAsync(i, wanted[i], cancellationToken);
             }
@@ -98,17 +98,17 @@ internal sealed class FaultRig : IAsyncDisposable
         });
         var instance = new Instance(process, channel, clockOffset);
         await instance.WaitUntilServingAsync(cancellationToken);
-        instances[index] = instance;
+        _instances[index] = instance;
     }
 
     /// <summary>SIGKILL of instance <paramref name="index"/> (its process tree, by process id).</summary>
     public async Task StopInstanceAsync(int index)
     {
-        if (instances[index] is { } old)
+        if (_instances[index] is { } old)
         {
             old.Alive = false;
             await old.Process.DisposeAsync();
-            retiredChannels.Add(old.Channel); // calls still on it end UNAVAILABLE; disposed with the rig
+            _retiredChannels.Add(old.Channel); // calls still on it end UNAVAILABLE; disposed with the rig
         }
     }
 
@@ -126,12 +126,12 @@ internal sealed class FaultRig : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        for (var i = 0; i < instances.Length; i++)
+        for (var i = 0; i < _instances.Length; i++)
         {
             await StopInstanceAsync(i);
         }
 
-        foreach (var channel in retiredChannels)
+        foreach (var channel in _retiredChannels)
         {
             channel.Dispose();
         }

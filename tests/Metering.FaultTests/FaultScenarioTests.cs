@@ -17,23 +17,23 @@ namespace Metering.FaultTests;
 public sealed class FaultScenarioTests
 {
     private static readonly TimeSpan ScenarioTimeout = TimeSpan.FromMinutes(3);
-    private FaultRig rig = null!;
+    private FaultRig _rig = null!;
 
     [OneTimeSetUp]
     public async Task StartAsync()
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
-        rig = await FaultRig.StartAsync(timeout.Token);
+        _rig = await FaultRig.StartAsync(timeout.Token);
         await TestContext.Progress.WriteLineAsync(
-            $"Fault rig: PostgreSQL {rig.Postgres.Description} (pid {rig.Postgres.ProcessId}), Redis {rig.Redis.Description} (pid {rig.Redis.ProcessId}), instances {rig[0].Process.Address} (pid {rig[0].Process.ProcessId}) and {rig[1].Process.Address} (pid {rig[1].Process.ProcessId})");
+            $"Fault rig: PostgreSQL {_rig.Postgres.Description} (pid {_rig.Postgres.ProcessId}), Redis {_rig.Redis.Description} (pid {_rig.Redis.ProcessId}), instances {_rig[0].Process.Address} (pid {_rig[0].Process.ProcessId}) and {_rig[1].Process.Address} (pid {_rig[1].Process.ProcessId})");
     }
 
     [OneTimeTearDown]
     public async Task StopAsync()
     {
-        if (rig is not null)
+        if (_rig is not null)
         {
-            await rig.DisposeAsync();
+            await _rig.DisposeAsync();
         }
     }
 
@@ -41,7 +41,7 @@ public sealed class FaultScenarioTests
     public Task RedisFlushAll_Once() => RunAsync("Redis FLUSHALL once", new LoadSpec(), async (spec, ct) =>
     {
         await Task.Delay(spec.Window * 0.4, ct);
-        await rig.RedisServer.FlushAllDatabasesAsync();
+        await _rig.RedisServer.FlushAllDatabasesAsync();
     });
 
     [Test, Order(2)]
@@ -53,7 +53,7 @@ public sealed class FaultScenarioTests
             await Task.Delay(spec.Window * 0.15, ct);
             for (var i = 0; i < 24; i++)
             {
-                await rig.RedisServer.FlushAllDatabasesAsync();
+                await _rig.RedisServer.FlushAllDatabasesAsync();
                 await Task.Delay(250, ct);
             }
         });
@@ -64,12 +64,12 @@ public sealed class FaultScenarioTests
         await Task.Delay(spec.Window * 0.3, ct);
         try
         {
-            await rig.Redis.StopAsync(Signals.Sigkill);
+            await _rig.Redis.StopAsync(Signals.Sigkill);
             await Task.Delay(TimeSpan.FromSeconds(2), ct);
         }
         finally
         {
-            await rig.Redis.StartAgainAsync(ct);
+            await _rig.Redis.StartAgainAsync(ct);
         }
     });
 
@@ -77,8 +77,8 @@ public sealed class FaultScenarioTests
     public Task RedisMaxMemory_AllKeysLru() => RunAsync("Redis maxmemory 2mb allkeys-lru (evicting)", new LoadSpec { EnforcedTracks = 60 }, async (spec, ct) =>
     {
         await Task.Delay(spec.Window * 0.2, ct);
-        var server = rig.RedisServer;
-        var database = rig.RedisAdmin.GetDatabase();
+        var server = _rig.RedisServer;
+        var database = _rig.RedisAdmin.GetDatabase();
         try
         {
             await server.ConfigSetAsync("maxmemory-policy", "allkeys-lru");
@@ -105,7 +105,7 @@ public sealed class FaultScenarioTests
     public Task RedisMaxMemory_NoEvictionReached() => RunAsync("Redis maxmemory reached, noeviction (OOM) for 4 s", new LoadSpec { EnforcedTracks = 60 }, async (spec, ct) =>
     {
         await Task.Delay(spec.Window * 0.3, ct);
-        var server = rig.RedisServer;
+        var server = _rig.RedisServer;
         try
         {
             var info = (await server.InfoAsync("memory")).SelectMany(g => g).ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal);
@@ -126,7 +126,7 @@ public sealed class FaultScenarioTests
     public async Task RedisFailover_ToLaggingReplica()
     {
         using var timeout = new CancellationTokenSource(ScenarioTimeout);
-        var replica = await LocalServer.StartRedisAsync(timeout.Token, "--replicaof", "127.0.0.1", rig.Redis.Port.ToString(CultureInfo.InvariantCulture));
+        var replica = await LocalServer.StartRedisAsync(timeout.Token, "--replicaof", "127.0.0.1", _rig.Redis.Port.ToString(CultureInfo.InvariantCulture));
         var promoted = false;
         try
         {
@@ -147,7 +147,7 @@ public sealed class FaultScenarioTests
                 await Task.Delay(spec.Window * 0.25, ct);
                 replica.Signal(Signals.Pause);
                 await Task.Delay(spec.Window * 0.3, ct);
-                await rig.Redis.StopAsync(Signals.Sigkill);
+                await _rig.Redis.StopAsync(Signals.Sigkill);
                 replica.Signal(Signals.Continue);
                 await using (var admin = await ConnectionMultiplexer.ConnectAsync(replica.ConnectionString))
                 {
@@ -155,7 +155,7 @@ public sealed class FaultScenarioTests
                 }
 
                 promoted = true;
-                await rig.SwitchRedisAsync(replica, ct);
+                await _rig.SwitchRedisAsync(replica, ct);
             });
         }
         finally
@@ -174,11 +174,11 @@ public sealed class FaultScenarioTests
         await Task.Delay(spec.Window * 0.3, ct);
         try
         {
-            await rig.Postgres.StopAsync(Signals.Interrupt); // SIGINT to the postmaster: what pg_ctl -m fast sends
+            await _rig.Postgres.StopAsync(Signals.Interrupt); // SIGINT to the postmaster: what pg_ctl -m fast sends
         }
         finally
         {
-            await rig.Postgres.StartAgainAsync(ct);
+            await _rig.Postgres.StartAgainAsync(ct);
         }
     });
 
@@ -188,12 +188,12 @@ public sealed class FaultScenarioTests
         await Task.Delay(spec.Window * 0.15, ct);
         try
         {
-            await rig.Postgres.StopAsync(Signals.Interrupt);
+            await _rig.Postgres.StopAsync(Signals.Interrupt);
             await Task.Delay(TimeSpan.FromSeconds(10), ct);
         }
         finally
         {
-            await rig.Postgres.StartAgainAsync(ct);
+            await _rig.Postgres.StartAgainAsync(ct);
         }
     });
 
@@ -205,7 +205,7 @@ public sealed class FaultScenarioTests
         {
             // No fault but the load itself: report how many connections the server had at most meanwhile.
             var peak = 0L;
-            await using var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(rig.Database) { Pooling = false }.ConnectionString);
+            await using var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(_rig.Database) { Pooling = false }.ConnectionString);
             await connection.OpenAsync(ct);
             for (var until = DateTime.UtcNow + spec.Window + TimeSpan.FromSeconds(5); DateTime.UtcNow < until;)
             {
@@ -221,7 +221,7 @@ public sealed class FaultScenarioTests
     public Task AccessExclusiveLockOnTotals10Seconds() => RunAsync("ACCESS EXCLUSIVE lock on usage_totals for 10 s", new LoadSpec { Window = TimeSpan.FromSeconds(14), EnforcedTracks = 60 }, async (spec, ct) =>
     {
         await Task.Delay(spec.Window * 0.15, ct);
-        await using var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(rig.Database) { Pooling = false }.ConnectionString);
+        await using var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(_rig.Database) { Pooling = false }.ConnectionString);
         await connection.OpenAsync(ct);
         await using var transaction = await connection.BeginTransactionAsync(ct);
         await using (var command = new NpgsqlCommand("LOCK TABLE usage_totals IN ACCESS EXCLUSIVE MODE", connection, transaction))
@@ -237,7 +237,7 @@ public sealed class FaultScenarioTests
     public Task InstanceSigkill_WhileCallsAreInFlight() => RunAsync("SIGKILL of one instance with calls in flight", new LoadSpec { Concurrency = 32, EnforcedTracks = 60 }, async (spec, ct) =>
     {
         await Task.Delay(spec.Window * 0.4, ct);
-        await rig.StopInstanceAsync(1); // Process.Kill: SIGKILL of that process id; calls then go to instance 0
+        await _rig.StopInstanceAsync(1); // Process.Kill: SIGKILL of that process id; calls then go to instance 0
     });
 
     [Test, Order(12)]
@@ -270,7 +270,7 @@ public sealed class FaultScenarioTests
             loadStart = restart + lead;
             var crossing = loadStart + (spec.Window * 0.4);
             offset = crossing.UtcDateTime.Date.AddDays(1) - crossing.UtcDateTime;
-            await rig.EnsureInstancesAsync(offset, offset, timeout.Token);
+            await _rig.EnsureInstancesAsync(offset, offset, timeout.Token);
             var took = DateTimeOffset.UtcNow - restart;
             if (took < lead - TimeSpan.FromSeconds(2) || attempt == 2)
             {
@@ -294,9 +294,9 @@ public sealed class FaultScenarioTests
     {
         using var timeout = new CancellationTokenSource(ScenarioTimeout);
         var ct = timeout.Token;
-        await rig.EnsureInstancesAsync(offset0 ?? TimeSpan.Zero, offset1 ?? TimeSpan.Zero, ct);
+        await _rig.EnsureInstancesAsync(offset0 ?? TimeSpan.Zero, offset1 ?? TimeSpan.Zero, ct);
         var prefix = $"f{TestContext.CurrentContext.Test.Properties.Get("_ORDER") ?? 0}x{Guid.NewGuid():N}"[..12];
-        var load = new Load(rig, prefix, spec);
+        var load = new Load(_rig, prefix, spec);
         await load.PrepareAsync(ct);
         if (notBefore is { } start && start > DateTimeOffset.UtcNow)
         {
@@ -307,12 +307,12 @@ public sealed class FaultScenarioTests
         var injected = fault(spec, ct);
         await Task.WhenAll(running, injected);
 
-        var row = await Checker.CheckAsync(scenario, rig, prefix, load.Result, ct);
+        var row = await Checker.CheckAsync(scenario, _rig, prefix, load.Result, ct);
         await FaultReport.AddAsync(row);
         if (row.UnknownOrInternal > 0)
         {
             // Which exceptions the instances logged: the cause of the UNKNOWN answers.
-            var causes = new[] { rig[0], rig[1] }
+            var causes = new[] { _rig[0], _rig[1] }
                 .SelectMany(instance => instance.Process.Output.Split('\n'))
                 .Select(line => line.Trim())
                 .Where(line => line.Contains("Exception: ", StringComparison.Ordinal))

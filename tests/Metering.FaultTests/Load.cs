@@ -79,7 +79,7 @@ internal sealed class Load(FaultRig rig, string prefix, LoadSpec spec)
     /// <summary>Parallel calls for one starter subject at once: one more than its daily limit of 3.</summary>
     public const int Burst = 4;
 
-    private int turn;
+    private int _turn;
 
     public LoadResult Result { get; } = new();
 
@@ -260,7 +260,7 @@ internal sealed class Load(FaultRig rig, string prefix, LoadSpec spec)
         var budget = Stopwatch.StartNew();
         for (var attempt = 0; ; attempt++)
         {
-            var instance = rig[Interlocked.Increment(ref turn) & 1];
+            var instance = rig[Interlocked.Increment(ref _turn) & 1];
             using var callCancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             if (attempt == 0 && spec.CancelFirstAttempt)
             {

@@ -1,7 +1,7 @@
 using Google.Protobuf;
 using Google.Protobuf.Reflection;
 using Google.Rpc;
-using Status = Grpc.Core.Status;
+using Grpc.AspNetCore.Server;
 using Grpc.Core;
 using Grpc.Health.V1;
 using Grpc.Net.Client;
@@ -11,8 +11,8 @@ using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
-using Grpc.AspNetCore.Server;
 using static Metering.IntegrationTests.Infrastructure.UsageTypes;
+using Status = Grpc.Core.Status;
 
 namespace Metering.IntegrationTests;
 

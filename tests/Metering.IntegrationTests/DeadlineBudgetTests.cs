@@ -1,9 +1,7 @@
-using System.Diagnostics;
 using Grpc.Core;
 using Metering.Api.V1;
 using Metering.IntegrationTests.Infrastructure;
 using Npgsql;
-using StackExchange.Redis;
 using static Metering.IntegrationTests.Infrastructure.UsageTypes;
 using static Metering.IntegrationTests.RedisFailureTests;
 

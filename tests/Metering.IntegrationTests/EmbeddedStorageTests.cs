@@ -1,5 +1,4 @@
 using System.Text.Json;
-using Grpc.Core;
 using Grpc.Net.Client;
 using Metering.Api.V1;
 using Metering.IntegrationTests;

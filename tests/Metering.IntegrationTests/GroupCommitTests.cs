@@ -4,14 +4,14 @@ using Metering.Core.Periods;
 using Metering.Core.Ports;
 using Metering.Core.Subscriptions;
 using Metering.Core.Usage;
-using ResetPeriod = Metering.Core.Periods.ResetPeriod;
-using UsageEvent = Metering.Core.Usage.UsageEvent;
 using Metering.IntegrationTests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using NodaTime;
 using Npgsql;
 using static Metering.IntegrationTests.Infrastructure.UsageTypes;
 using static Metering.IntegrationTests.RedisFailureTests;
+using ResetPeriod = Metering.Core.Periods.ResetPeriod;
+using UsageEvent = Metering.Core.Usage.UsageEvent;
 
 namespace Metering.IntegrationTests;
 
@@ -122,7 +122,7 @@ public sealed class GroupCommitTests
     [Test]
     public async Task PostgresStoppedMidBatch_EveryCallIsUnavailable_AndNothingIsRecorded()
     {
-        await using var postgres = await RestartablePostgres.StartAsync();
+        await using var postgres = await LocalServer.StartPostgresAsync();
         var database = await CreateDatabaseAsync(postgres.ConnectionString);
         await using var host = await MeteringHost.StartAsync(
             ServiceTest.DefaultStartForTests,
@@ -156,7 +156,7 @@ public sealed class GroupCommitTests
             .ToList();
         await WaitForLockWaitAsync(database);
         await Task.Delay(TimeSpan.FromMilliseconds(500));
-        await postgres.StopAsync();
+        await postgres.StopAsync(Signals.Interrupt); // a fast shutdown, as pg_ctl stop -m fast
         var outcomes = await Task.WhenAll(calls);
         await locker.DisposeAsync();
 

@@ -283,14 +283,19 @@ public sealed class HostileInputTests
         var frame = RawGrpc.Frame(message);
         switch (rng.Next(9))
         {
-            case 0: return ([], Key, invalid);
-            case 1: return (frame[..rng.Next(1, 5)], Key, invalid);
-            case 2: return (frame[..^1], Key, invalid);
-            case 3: return ([.. frame, .. RawGrpc.Frame(message)], Key, invalid);
+            case 0:
+                return ([], Key, invalid);
+            case 1:
+                return (frame[..rng.Next(1, 5)], Key, invalid);
+            case 2:
+                return (frame[..^1], Key, invalid);
+            case 3:
+                return ([.. frame, .. RawGrpc.Frame(message)], Key, invalid);
             case 4:
                 frame[0] = (byte)rng.Next(2, 256);
                 return (frame, Key, invalid);
-            case 5: return (RawGrpc.Frame(message, compressed: true), Key, invalid);
+            case 5:
+                return (RawGrpc.Frame(message, compressed: true), Key, invalid);
             case 6:
                 var garbage = new byte[rng.Next(1, 64)];
                 rng.NextBytes(garbage);
@@ -328,14 +333,30 @@ public sealed class HostileInputTests
         var request = new TrackUsageRequest { SubjectId = pool[rng.Next(pool.Length)], IdempotencyKey = $"bad-{rng.NextInt64():x}", Usage = { new UsageAmount { UsageType = Minutes, Amount = 5 } } };
         switch (rng.Next(10))
         {
-            case 0: request.Usage[0].Amount = long.MaxValue; break;
-            case 1: request.Usage[0].Amount = long.MinValue; break;
-            case 2: request.Usage[0].Amount = 1_000_000_001; break;
-            case 3: request.SubjectId = new string('x', 129); break;
-            case 4: request.SubjectId = "a\u0000b"; break;
-            case 5: request.Attributes["k"] = "nul\u0000here"; break;
-            case 6: request.Attributes["bad key!"] = "v"; break;
-            case 7: request.IdempotencyKey = "has space"; break;
+            case 0:
+                request.Usage[0].Amount = long.MaxValue;
+                break;
+            case 1:
+                request.Usage[0].Amount = long.MinValue;
+                break;
+            case 2:
+                request.Usage[0].Amount = 1_000_000_001;
+                break;
+            case 3:
+                request.SubjectId = new string('x', 129);
+                break;
+            case 4:
+                request.SubjectId = "a\u0000b";
+                break;
+            case 5:
+                request.Attributes["k"] = "nul\u0000here";
+                break;
+            case 6:
+                request.Attributes["bad key!"] = "v";
+                break;
+            case 7:
+                request.IdempotencyKey = "has space";
+                break;
             case 8:
                 for (var i = 0; i < 17; i++)
                 {
@@ -343,7 +364,9 @@ public sealed class HostileInputTests
                 }
 
                 break;
-            default: request.Usage[0].UsageType = "tokens\u0007"; break;
+            default:
+                request.Usage[0].UsageType = "tokens\u0007";
+                break;
         }
 
         return request;

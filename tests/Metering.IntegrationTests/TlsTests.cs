@@ -4,7 +4,6 @@ using System.Security.Cryptography.X509Certificates;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Metering.Api.V1;
-using Metering.IntegrationTests.Infrastructure;
 using Npgsql;
 using static Metering.IntegrationTests.Infrastructure.UsageTypes;
 

@@ -24,11 +24,11 @@ public abstract class ContractFixture(StorageBackend backend)
     /// <summary>Bounds every call of a test, so that a hanging backend fails the test instead of the run.</summary>
     private static readonly TimeSpan CallBudget = TimeSpan.FromSeconds(30);
 
-    private CancellationTokenSource? budget;
+    private CancellationTokenSource? _budget;
 
     protected StoragePorts Ports { get; private set; } = null!;
 
-    protected CancellationToken Token => budget!.Token;
+    protected CancellationToken Token => _budget!.Token;
 
     protected static BillingCalendar DefaultCalendar { get; } = new(Subscription.DefaultTimeZone, Subscription.DefaultBillingAnchorDay);
 
@@ -53,10 +53,10 @@ public abstract class ContractFixture(StorageBackend backend)
     }
 
     [SetUp]
-    public void StartBudget() => budget = new CancellationTokenSource(CallBudget);
+    public void StartBudget() => _budget = new CancellationTokenSource(CallBudget);
 
     [TearDown]
-    public void EndBudget() => budget?.Dispose();
+    public void EndBudget() => _budget?.Dispose();
 
     /// <summary>The current instant: the ledger keeps hold time on its own clock, so events and holds are placed now.</summary>
     protected static Instant Now() => SystemClock.Instance.GetCurrentInstant();

@@ -1,6 +1,6 @@
-using Metering.Testing;
 using Metering.Storage.Postgres;
 using Metering.Storage.Redis;
+using Metering.Testing;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.Infrastructure;
 using Microsoft.Extensions.Logging.Abstractions;

@@ -12,16 +12,16 @@ public sealed class LocalServer : IAsyncDisposable
     private const int Attempts = 3;
     private static readonly TimeSpan ScriptTimeout = TimeSpan.FromMinutes(3);
 
-    private readonly string kind;
-    private readonly string directory;
-    private readonly string[] options;
-    private int disposed;
+    private readonly string _kind;
+    private readonly string _directory;
+    private readonly string[] _options;
+    private int _disposed;
 
     private LocalServer(string kind, string directory, string[] options, int port, string connectionString)
     {
-        this.kind = kind;
-        this.directory = directory;
-        this.options = options;
+        _kind = kind;
+        _directory = directory;
+        _options = options;
         Port = port;
         ConnectionString = connectionString;
     }
@@ -36,7 +36,7 @@ public sealed class LocalServer : IAsyncDisposable
     /// <summary>The server's process id (the postmaster for PostgreSQL); a new one after <see cref="StartAgainAsync"/>.</summary>
     public int ProcessId { get; private set; }
 
-    public string Description => $"local {kind} (deploy/local/servers.sh, 127.0.0.1:{Port.ToString(CultureInfo.InvariantCulture)}, {directory})";
+    public string Description => $"local {_kind} (deploy/local/servers.sh, 127.0.0.1:{Port.ToString(CultureInfo.InvariantCulture)}, {_directory})";
 
     /// <param name="cancellationToken">Cancels the start.</param>
     /// <param name="settings">More server settings as "name=value", e.g. "max_connections=100".</param>
@@ -60,7 +60,7 @@ public sealed class LocalServer : IAsyncDisposable
     /// <summary>Starts the stopped server again on the same data and port (Redis comes back empty).</summary>
     public async Task StartAgainAsync(CancellationToken cancellationToken = default)
     {
-        var result = await RunScriptAsync("start", options, cancellationToken).ConfigureAwait(false);
+        var result = await RunScriptAsync("start", _options, cancellationToken).ConfigureAwait(false);
         if (result.ExitCode != 0)
         {
             throw new InvalidOperationException($"servers.sh start failed again ({result.ExitCode}):\n{result.Stderr}");
@@ -71,53 +71,53 @@ public sealed class LocalServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        if (Interlocked.Exchange(ref disposed, 1) == 0)
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
             ExitCleanup.Unregister(this);
             await StopAsync(ShutdownSignal).ConfigureAwait(false);
-            DeleteDirectory(directory);
+            DeleteDirectory(_directory);
         }
     }
 
-    private int ShutdownSignal => kind == "postgres" ? Signals.Quit : Signals.Terminate;
+    private int ShutdownSignal => _kind == "postgres" ? Signals.Quit : Signals.Terminate;
 
-    private static async Task<LocalServer> StartAsync(string kind, IEnumerable<string> extra, CancellationToken cancellationToken)
+    private static async Task<LocalServer> StartAsync(string _kind, IEnumerable<string> extra, CancellationToken cancellationToken)
     {
         for (var attempt = 1; ; attempt++)
         {
             var port = TcpPorts.GetFreeLoopbackPort();
-            var directory = Path.Combine("/tmp", $"metering-test-{kind}-{Guid.NewGuid():N}"[..32]);
-            Directory.CreateDirectory(directory);
-            string[] options = ["--dir", directory, "--only", kind, "--throwaway", $"--{kind}-port", port.ToString(CultureInfo.InvariantCulture), .. extra];
-            var result = await RunScriptAsync("start", options, cancellationToken).ConfigureAwait(false);
+            var _directory = Path.Combine("/tmp", $"metering-test-{_kind}-{Guid.NewGuid():N}"[..32]);
+            Directory.CreateDirectory(_directory);
+            string[] _options = ["--dir", _directory, "--only", _kind, "--throwaway", $"--{_kind}-port", port.ToString(CultureInfo.InvariantCulture), .. extra];
+            var result = await RunScriptAsync("start", _options, cancellationToken).ConfigureAwait(false);
             if (result.ExitCode == 0)
             {
-                var connectionString = result.Stdout.Trim().Split('=', 2)[1] + (kind == "redis" ? ",allowAdmin=true" : "");
-                var server = new LocalServer(kind, directory, options, port, connectionString);
+                var connectionString = result.Stdout.Trim().Split('=', 2)[1] + (_kind == "redis" ? ",allowAdmin=true" : "");
+                var server = new LocalServer(_kind, _directory, _options, port, connectionString);
                 ExitCleanup.Register(server, () =>
                 {
                     Signals.Send(server.ProcessId, server.ShutdownSignal);
-                    DeleteDirectory(directory);
+                    DeleteDirectory(_directory);
                 });
                 server.ProcessId = await server.ReadPidAsync(cancellationToken).ConfigureAwait(false);
                 return server;
             }
 
-            DeleteDirectory(directory);
+            DeleteDirectory(_directory);
             if (attempt == Attempts || !result.Stderr.Contains("is in use", StringComparison.Ordinal))
             {
                 throw new InvalidOperationException(
-                    $"deploy/local/servers.sh could not start a throwaway {kind} (exit code {result.ExitCode}); it said:\n{result.Stderr}");
+                    $"deploy/local/servers.sh could not start a throwaway {_kind} (exit code {result.ExitCode}); it said:\n{result.Stderr}");
             }
         }
     }
 
     private async Task<int> ReadPidAsync(CancellationToken cancellationToken)
     {
-        var result = await RunScriptAsync("pid", [kind, .. options], cancellationToken).ConfigureAwait(false);
+        var result = await RunScriptAsync("pid", [_kind, .. _options], cancellationToken).ConfigureAwait(false);
         return result.ExitCode == 0
             ? int.Parse(result.Stdout.Trim(), CultureInfo.InvariantCulture)
-            : throw new InvalidOperationException($"servers.sh pid {kind} failed: {result.Stderr}");
+            : throw new InvalidOperationException($"servers.sh pid {_kind} failed: {result.Stderr}");
     }
 
     private static Task<CommandResult> RunScriptAsync(string command, IEnumerable<string> arguments, CancellationToken cancellationToken) =>
@@ -127,11 +127,11 @@ public sealed class LocalServer : IAsyncDisposable
             ScriptTimeout,
             cancellationToken);
 
-    private static void DeleteDirectory(string directory)
+    private static void DeleteDirectory(string _directory)
     {
         try
         {
-            Directory.Delete(directory, recursive: true);
+            Directory.Delete(_directory, recursive: true);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

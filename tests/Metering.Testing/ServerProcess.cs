@@ -15,40 +15,40 @@ public sealed class ServerProcess : IAsyncDisposable
 
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 
-    private readonly Process process;
-    private readonly StringBuilder output = new();
-    private int disposed;
+    private readonly Process _process;
+    private readonly StringBuilder _output = new();
+    private int _disposed;
 
     private ServerProcess(string dll, int port, IReadOnlyDictionary<string, string> environment, string scheme, string? workingDirectory)
     {
         Port = port;
         Address = $"{scheme}://127.0.0.1:{port.ToString(CultureInfo.InvariantCulture)}";
-        process = new Process { StartInfo = Commands.StartInfo(DotnetHost(), [dll, "--urls", Address], workingDirectory ?? Path.GetDirectoryName(dll), Variables(environment)) };
-        process.OutputDataReceived += (_, e) => Append(e.Data);
-        process.ErrorDataReceived += (_, e) => Append(e.Data);
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        ExitCleanup.Register(this, () => Commands.TryKill(process));
+        _process = new Process { StartInfo = Commands.StartInfo(DotnetHost(), [dll, "--urls", Address], workingDirectory ?? Path.GetDirectoryName(dll), Variables(environment)) };
+        _process.OutputDataReceived += (_, e) => Append(e.Data);
+        _process.ErrorDataReceived += (_, e) => Append(e.Data);
+        _process.Start();
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+        ExitCleanup.Register(this, () => Commands.TryKill(_process));
     }
 
     public string Address { get; }
 
     public int Port { get; }
 
-    public int ProcessId => process.Id;
+    public int ProcessId => _process.Id;
 
-    public int ExitCode => process.ExitCode;
+    public int ExitCode => _process.ExitCode;
 
-    public bool HasExited => process.HasExited;
+    public bool HasExited => _process.HasExited;
 
     public string Output
     {
         get
         {
-            lock (output)
+            lock (_output)
             {
-                return output.ToString();
+                return _output.ToString();
             }
         }
     }
@@ -110,7 +110,7 @@ public sealed class ServerProcess : IAsyncDisposable
         using var limit = new CancellationTokenSource(timeout);
         try
         {
-            await process.WaitForExitAsync(limit.Token).ConfigureAwait(false);
+            await _process.WaitForExitAsync(limit.Token).ConfigureAwait(false);
             return true;
         }
         catch (OperationCanceledException)
@@ -120,27 +120,27 @@ public sealed class ServerProcess : IAsyncDisposable
     }
 
     /// <summary>Sends a POSIX signal (e.g. <see cref="Signals.Terminate"/>) to the server.</summary>
-    public bool Signal(int signal) => !process.HasExited && Signals.Send(process.Id, signal);
+    public bool Signal(int signal) => !_process.HasExited && Signals.Send(_process.Id, signal);
 
     /// <summary>Kills the process tree (SIGKILL), as a crash would.</summary>
     public async ValueTask DisposeAsync()
     {
-        if (Interlocked.Exchange(ref disposed, 1) != 0)
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
             return;
         }
 
         ExitCleanup.Unregister(this);
-        Commands.TryKill(process);
+        Commands.TryKill(_process);
         await WaitForExitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
-        process.Dispose();
+        _process.Dispose();
     }
 
     private void Append(string? line)
     {
-        lock (output)
+        lock (_output)
         {
-            output.Append(line).Append('\n');
+            _output.Append(line).Append('\n');
         }
     }
 
@@ -173,10 +173,10 @@ public sealed class ServerProcess : IAsyncDisposable
         var elapsed = Stopwatch.StartNew();
         while (!await TcpPorts.CanConnectAsync("127.0.0.1", Port, TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false))
         {
-            if (process.HasExited)
+            if (_process.HasExited)
             {
-                await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false); // drains the output
-                throw new InvalidOperationException($"The server exited with code {process.ExitCode} before listening on {Address}. Output:\n{Output}");
+                await _process.WaitForExitAsync(cancellationToken).ConfigureAwait(false); // drains the output
+                throw new InvalidOperationException($"The server exited with code {_process.ExitCode} before listening on {Address}. Output:\n{Output}");
             }
 
             if (elapsed.Elapsed > StartTimeout)

@@ -19,17 +19,17 @@ namespace Metering.Testing;
 /// </summary>
 public sealed partial class TestServers : IAsyncDisposable
 {
-    private readonly List<IAsyncDisposable> owned;
-    private readonly bool dropCreatedDatabases;
-    private readonly List<string> createdDatabases = [];
+    private readonly List<IAsyncDisposable> _owned;
+    private readonly bool _dropCreatedDatabases;
+    private readonly List<string> _createdDatabases = [];
 
     private TestServers(string source, string postgres, string redis, List<IAsyncDisposable> owned, bool dropCreatedDatabases)
     {
         Source = source;
         PostgresConnectionString = postgres;
         RedisConnectionString = redis;
-        this.owned = owned;
-        this.dropCreatedDatabases = dropCreatedDatabases;
+        _owned = owned;
+        _dropCreatedDatabases = dropCreatedDatabases;
     }
 
     /// <summary>Where each server comes from, e.g. "postgres: environment; redis: testcontainers".</summary>
@@ -43,7 +43,7 @@ public sealed partial class TestServers : IAsyncDisposable
 
     public static async Task<TestServers> StartAsync(CancellationToken cancellationToken = default)
     {
-        var owned = new List<IAsyncDisposable>();
+        var _owned = new List<IAsyncDisposable>();
         try
         {
             var postgresFromEnvironment = Environment.GetEnvironmentVariable("METERING_TEST_POSTGRES");
@@ -63,7 +63,7 @@ public sealed partial class TestServers : IAsyncDisposable
                     if (postgres is null)
                     {
                         var container = new PostgreSqlBuilder("postgres:15-alpine").WithCommand("-c", "max_connections=300").Build();
-                        owned.Add(container);
+                        _owned.Add(container);
                         await container.StartAsync(cancellationToken).ConfigureAwait(false);
                         (postgres, postgresSource) = (container.GetConnectionString(), "testcontainers (postgres:15-alpine)");
                     }
@@ -71,7 +71,7 @@ public sealed partial class TestServers : IAsyncDisposable
                     if (redis is null)
                     {
                         var container = new RedisBuilder("redis:7-alpine").Build();
-                        owned.Add(container);
+                        _owned.Add(container);
                         await container.StartAsync(cancellationToken).ConfigureAwait(false);
                         (redis, redisSource) = (container.GetConnectionString() + ",allowAdmin=true", "testcontainers (redis:7-alpine)");
                     }
@@ -80,7 +80,7 @@ public sealed partial class TestServers : IAsyncDisposable
                 {
                     // No Docker engine (or no images): local processes instead, for both.
                     whyLocal = $" (Testcontainers: {e.GetType().Name}: {e.Message.Split('\n')[0].Trim()})";
-                    await DisposeAllAsync(owned).ConfigureAwait(false);
+                    await DisposeAllAsync(_owned).ConfigureAwait(false);
                     (postgres, postgresSource) = string.IsNullOrWhiteSpace(postgresFromEnvironment) ? (null, null) : (postgres, postgresSource);
                     (redis, redisSource) = string.IsNullOrWhiteSpace(redisFromEnvironment) ? (null, null) : (redis, redisSource);
                 }
@@ -93,23 +93,23 @@ public sealed partial class TestServers : IAsyncDisposable
                 if (localPostgres is not null)
                 {
                     var server = await localPostgres.ConfigureAwait(false);
-                    owned.Add(server);
+                    _owned.Add(server);
                     (postgres, postgresSource) = (server.ConnectionString, server.Description + whyLocal);
                 }
 
                 if (localRedis is not null)
                 {
                     var server = await localRedis.ConfigureAwait(false);
-                    owned.Add(server);
+                    _owned.Add(server);
                     (redis, redisSource) = (server.ConnectionString, server.Description + whyLocal);
                 }
             }
 
-            return new TestServers($"postgres: {postgresSource}; redis: {redisSource}", postgres!, redis!, owned, !string.IsNullOrWhiteSpace(postgresFromEnvironment));
+            return new TestServers($"postgres: {postgresSource}; redis: {redisSource}", postgres!, redis!, _owned, !string.IsNullOrWhiteSpace(postgresFromEnvironment));
         }
         catch
         {
-            await DisposeAllAsync(owned).ConfigureAwait(false);
+            await DisposeAllAsync(_owned).ConfigureAwait(false);
             throw;
         }
     }
@@ -124,9 +124,9 @@ public sealed partial class TestServers : IAsyncDisposable
         var name = $"db_{prefix[..Math.Min(prefix.Length, 27)]}_{Guid.NewGuid():N}";
         await ExecuteAsync(PostgresConnectionString, $"CREATE DATABASE \"{name}\" TEMPLATE template0", cancellationToken).ConfigureAwait(false);
         var connectionString = new NpgsqlConnectionStringBuilder(PostgresConnectionString) { Database = name }.ConnectionString;
-        lock (createdDatabases)
+        lock (_createdDatabases)
         {
-            createdDatabases.Add(connectionString);
+            _createdDatabases.Add(connectionString);
         }
 
         return connectionString;
@@ -135,14 +135,14 @@ public sealed partial class TestServers : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         List<string> databases;
-        lock (createdDatabases)
+        lock (_createdDatabases)
         {
-            databases = [.. createdDatabases];
-            createdDatabases.Clear();
+            databases = [.. _createdDatabases];
+            _createdDatabases.Clear();
         }
 
         NpgsqlConnection.ClearAllPools();
-        if (dropCreatedDatabases)
+        if (_dropCreatedDatabases)
         {
             foreach (var database in databases)
             {
@@ -151,7 +151,7 @@ public sealed partial class TestServers : IAsyncDisposable
             }
         }
 
-        await DisposeAllAsync(owned).ConfigureAwait(false);
+        await DisposeAllAsync(_owned).ConfigureAwait(false);
     }
 
     private static async Task ExecuteAsync(string connectionString, string sql, CancellationToken cancellationToken)

@@ -6,7 +6,6 @@ using Metering.Core.Ports;
 using Metering.Core.Subscriptions;
 using Metering.Core.Telemetry;
 using Metering.Core.Usage;
-using Metering.Core.Validation;
 using Metering.Server.Security;
 using Microsoft.AspNetCore.Authorization;
 

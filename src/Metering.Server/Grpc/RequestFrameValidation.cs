@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Compression;
 using Google.Protobuf;
-using Google.Protobuf.Reflection;
 using Google.Rpc;
 using Grpc.Core;
 using Grpc.Core.Interceptors;

@@ -1,4 +1,3 @@
-using Grpc.AspNetCore.HealthChecks;
 using Metering.Core.Catalog;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 

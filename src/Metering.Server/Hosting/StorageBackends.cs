@@ -1,7 +1,6 @@
 using Metering.Storage.Embedded;
 using Metering.Storage.Postgres;
 using Metering.Storage.Redis;
-using Microsoft.Extensions.Options;
 using StackExchange.Redis;
 
 namespace Metering.Server.Hosting;

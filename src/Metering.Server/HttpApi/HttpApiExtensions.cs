@@ -1,6 +1,5 @@
 using System.Globalization;
 using Google.Protobuf.Reflection;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.OpenApi.Models;
 
 namespace Metering.Server.HttpApi;

@@ -1,5 +1,4 @@
 using Metering.Core.Limits;
-using Metering.Core.Periods;
 using NodaTime;
 using Period = Metering.Core.Periods.Period;
 

@@ -2,7 +2,6 @@ using System.Globalization;
 using Metering.Core.Periods;
 using NodaTime;
 using NodaTime.Text;
-using NUnit.Framework;
 // NodaTime has a Period type of its own.
 using Period = Metering.Core.Periods.Period;
 

@@ -1,4 +1,3 @@
-using Metering.Core.Subscriptions;
 using Metering.Core.Tests.Fakes;
 using Metering.Core.Usage;
 

@@ -1,5 +1,4 @@
 using Metering.Core.Errors;
-using Metering.Core.Subscriptions;
 using Metering.Core.Tests.Fakes;
 using Metering.Core.Usage;
 

@@ -7,23 +7,23 @@ namespace Metering.IntegrationTests;
 [SetUpFixture]
 public sealed class Servers
 {
-    private static TestServers? instance;
+    private static TestServers? _instance;
 
     /// <summary>The servers of this test run; available from the tests' set-up on.</summary>
-    public static TestServers Instance => instance
+    public static TestServers Instance => _instance
         ?? throw new InvalidOperationException("The test servers are not running: Servers.Instance is only available to tests in the Metering.IntegrationTests namespace (or below), after the [SetUpFixture] has run.");
 
     [OneTimeSetUp]
     public async Task StartServersAsync()
     {
-        instance = await TestServers.StartAsync().ConfigureAwait(false);
-        await TestContext.Progress.WriteLineAsync($"Integration test servers: {instance.Source}").ConfigureAwait(false);
+        _instance = await TestServers.StartAsync().ConfigureAwait(false);
+        await TestContext.Progress.WriteLineAsync($"Integration test servers: {_instance.Source}").ConfigureAwait(false);
     }
 
     [OneTimeTearDown]
     public async Task StopServersAsync()
     {
-        var servers = Interlocked.Exchange(ref instance, null);
+        var servers = Interlocked.Exchange(ref _instance, null);
         if (servers is not null)
         {
             await servers.DisposeAsync().ConfigureAwait(false);

@@ -46,8 +46,8 @@ test-faults: ## Fault injection on real processes (PostgreSQL, Redis, two instan
 test-client: ## Run the .NET client's tests only (the real server process, PostgreSQL and Redis)
 	dotnet test tests/Metering.Client.Tests -c $(CONFIGURATION)
 
-test-contract: ## Run the storage conformance suite only: every port contract against every backend
-	dotnet test tests/Metering.Storage.Contract -c $(CONFIGURATION)
+test-contract: ## Run the storage conformance suite only: every port contract against every backend (BACKEND=embedded: that one only)
+	dotnet test tests/Metering.Storage.Contract -c $(CONFIGURATION) $(if $(BACKEND),--filter "TestCategory=$(BACKEND)")
 
 pack: ## Pack the .NET client library (Metering.Client) into artifacts/packages
 	dotnet pack src/Metering.Client -c $(CONFIGURATION) -o artifacts/packages

@@ -40,7 +40,7 @@ public sealed record StoragePorts(
     public ValueTask DisposeAsync() => OnDisposeAsync();
 }
 
-/// <summary>Every backend in this assembly: the source of every contract fixture.</summary>
+/// <summary>Every backend in this assembly: the source of every contract fixture, each in a test category named after it.</summary>
 public static class StorageBackends
 {
     public static IEnumerable<TestFixtureData> All() =>
@@ -48,5 +48,5 @@ public static class StorageBackends
             .Where(t => t.IsSubclassOf(typeof(StorageBackend)) && !t.IsAbstract)
             .Select(t => (StorageBackend)Activator.CreateInstance(t)!)
             .OrderBy(b => b.Name, StringComparer.Ordinal)
-            .Select(b => new TestFixtureData(b).SetArgDisplayNames(b.Name));
+            .Select(b => new TestFixtureData(b).SetArgDisplayNames(b.Name).SetCategory(b.Name));
 }

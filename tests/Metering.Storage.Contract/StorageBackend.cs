@@ -48,5 +48,12 @@ public static class StorageBackends
             .Where(t => t.IsSubclassOf(typeof(StorageBackend)) && !t.IsAbstract)
             .Select(t => (StorageBackend)Activator.CreateInstance(t)!)
             .OrderBy(b => b.Name, StringComparer.Ordinal)
-            .Select(b => new TestFixtureData(b).SetArgDisplayNames(b.Name).SetCategory(b.Name));
+            .Select(Fixture);
+
+    private static TestFixtureData Fixture(StorageBackend backend)
+    {
+        var fixture = new TestFixtureData(backend).SetArgDisplayNames(backend.Name);
+        fixture.Properties.Add(NUnit.Framework.Internal.PropertyNames.Category, backend.Name);
+        return fixture;
+    }
 }

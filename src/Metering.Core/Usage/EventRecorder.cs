@@ -1,6 +1,8 @@
 using Metering.Core.Errors;
 using Metering.Core.Limits;
 using Metering.Core.Ports;
+using Metering.Core.Validation;
+using NodaTime;
 
 namespace Metering.Core.Usage;
 
@@ -25,15 +27,29 @@ public sealed class EventRecorder(IUsageLedger ledger, CounterCache cache, CallC
     }
 
     /// <summary>
-    /// A retry recognised before anything is judged (it may arrive after its event has aged): null when the key is
-    /// new, the duplicate's answer when it was recorded with this <paramref name="fingerprint"/>, else
-    /// <see cref="IdempotencyConflictException"/>.
+    /// The occurred_at check, which a retry must be able to pass after its event has aged out of the accepted window.
+    /// Within the window nothing is looked up: the ledger's insert tells a duplicate (<see cref="RecordAsync"/>). Outside
+    /// it, the key is looked up: the duplicate's answer when it was recorded with this <paramref name="fingerprint"/>,
+    /// <see cref="IdempotencyConflictException"/> when with another, else <see cref="InvalidRequestException"/> naming
+    /// occurred_at. Null when occurred_at is within the window.
     /// </summary>
-    public async Task<Recording.Duplicate?> FindDuplicateAsync(
-        SubjectCall call, string idempotencyKey, string fingerprint, IEnumerable<string> usageTypes, CancellationToken cancellationToken) =>
-        await ledger.FindFingerprintAsync(call.SubjectId, idempotencyKey, cancellationToken) is { } recorded
-            ? await DuplicateAsync(call, idempotencyKey, recorded, fingerprint, usageTypes, cancellationToken)
-            : null;
+    public async Task<Recording.Duplicate?> CheckOccurredAtAsync(
+        SubjectCall call, string idempotencyKey, string fingerprint, Instant? occurredAt, Instant now, IEnumerable<string> usageTypes, CancellationToken cancellationToken)
+    {
+        var validator = new RequestValidator(call.Catalog).OccurredAt("occurred_at", occurredAt, now);
+        if (validator.IsValid)
+        {
+            return null;
+        }
+
+        if (await ledger.FindFingerprintAsync(call.SubjectId, idempotencyKey, cancellationToken) is { } recorded)
+        {
+            return await DuplicateAsync(call, idempotencyKey, recorded, fingerprint, usageTypes, cancellationToken);
+        }
+
+        validator.ThrowIfInvalid();
+        throw new InvalidOperationException("An invalid occurred_at passed validation.");
+    }
 
     /// <summary>
     /// Records the event <paramref name="build"/> makes for the subject's calendar (recomputed when the calendar changes

@@ -64,12 +64,11 @@ public sealed class UsageCorrections(CallContext context, EventRecorder recorder
             v.Text("reason", reason, RequestValidator.MaxReasonLength)
                 .Token("idempotency_key", idempotencyKey, RequestValidator.MaxIdempotencyKeyLength);
         }, cancellationToken);
-        if (await recorder.FindDuplicateAsync(call, idempotencyKey, fingerprint, [usageType], cancellationToken) is { } duplicate)
+        if (await recorder.CheckOccurredAtAsync(call, idempotencyKey, fingerprint, occurredAt, now, [usageType], cancellationToken) is { } duplicate)
         {
             return new AdjustmentResult(true, 0, duplicate.Limits[0]);
         }
 
-        new RequestValidator(call.Catalog).OccurredAt("occurred_at", occurredAt, now).ThrowIfInvalid();
         var recording = await recorder.RecordAsync(call, current => new UsageEvent(
             subjectId,
             idempotencyKey,

@@ -49,13 +49,12 @@ public sealed class UsageMeter(
             cancellationToken);
         var fingerprint = UsageFingerprint.Compute(command);
         var usageTypes = command.Usage.Select(u => u.UsageType);
-        if (await recorder.FindDuplicateAsync(call, command.IdempotencyKey, fingerprint, usageTypes, cancellationToken) is { } duplicate)
+        if (await recorder.CheckOccurredAtAsync(call, command.IdempotencyKey, fingerprint, command.OccurredAt, now, usageTypes, cancellationToken) is { } duplicate)
         {
             return new TrackUsageResult(true, duplicate.Limits);
         }
 
-        new RequestValidator(call.Catalog).OccurredAt("occurred_at", command.OccurredAt, now).ThrowIfInvalid();
-        var occurredAt = command.OccurredAt ?? await SettledPeriodInstantAsync(command, cancellationToken) ?? now;
+        var occurredAt = command.OccurredAt ?? await SettledPeriodInstantAsync(command, now, cancellationToken) ?? now;
         var recording = await recorder.RecordAsync(call, current =>
         {
             var lines = current.Lines(command.Usage, occurredAt);
@@ -148,10 +147,10 @@ public sealed class UsageMeter(
         var ttl = command.ReservationTtl ?? settings.DefaultReservationTtl;
         return context.OnCurrentCalendarAsync(call, async current =>
         {
-            var now = Now();
-            var lines = current.Lines(command.Usage, now);
+            var (reservationId, placedAt) = ReservationIds.New(Now());
+            var lines = current.Lines(command.Usage, placedAt);
             var request = new HoldRequest(
-                command.SubjectId, NewId("rsv"), NullIfEmpty(command.RequestId), current.Subject.Subscription.Calendar, lines, now, ttl, settings.MaxLiveHoldsPerSubject);
+                command.SubjectId, reservationId, NullIfEmpty(command.RequestId), current.Subject.Subscription.Calendar, lines, placedAt, ttl, settings.MaxLiveHoldsPerSubject);
             switch (await ledger.HoldAsync(request, cancellationToken))
             {
                 case HoldOutcome.Decided decided:
@@ -199,12 +198,22 @@ public sealed class UsageMeter(
 
     /// <summary>
     /// A settle that names no occurred_at counts in the periods its hold was placed in: a session reserved before
-    /// midnight and settled after it is the day it started on.
+    /// midnight and settled after it is the day it started on. A reservation id carries that instant
+    /// (<see cref="ReservationIds"/>), so the ledger is asked only for an id of another form, or one whose instant is
+    /// outside the window an occurred_at may take (an id a caller made up counts no further back than its own
+    /// occurred_at could). Null when there is no hold to learn it from.
     /// </summary>
-    private async Task<Instant?> SettledPeriodInstantAsync(TrackUsageCommand command, CancellationToken cancellationToken) =>
-        string.IsNullOrEmpty(command.ReservationId)
-            ? null
+    private async Task<Instant?> SettledPeriodInstantAsync(TrackUsageCommand command, Instant now, CancellationToken cancellationToken)
+    {
+        if (string.IsNullOrEmpty(command.ReservationId))
+        {
+            return null;
+        }
+
+        return ReservationIds.PlacedAt(command.ReservationId) is { } placedAt && RequestValidator.InEventWindow(placedAt, now)
+            ? placedAt
             : (await ledger.FindHoldAsync(command.SubjectId, command.ReservationId, cancellationToken))?.PlacedAt;
+    }
 
     /// <summary>The refusal of an enforced event: not in the plan, or over the limit, with the plans that would allow it.</summary>
     private static MeteringException Refusal(EventRecorder.Recording.Refused refused)
@@ -229,8 +238,6 @@ public sealed class UsageMeter(
         new(lines.Where((l, i) => LimitRules.OverCeiling(readings[i].Used, readings[i].Reserved, l.Amount)).First().Key.UsageType);
 
     private Instant Now() => time.GetUtcNow().ToInstant();
-
-    private static string NewId(string prefix) => $"{prefix}_{Guid.CreateVersion7():N}";
 
     private static string? NullIfEmpty(string? value) => string.IsNullOrEmpty(value) ? null : value;
 }

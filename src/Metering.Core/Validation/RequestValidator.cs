@@ -220,6 +220,10 @@ public sealed partial class RequestValidator(PlanCatalog catalog)
             : this;
     }
 
+    /// <summary>Whether an event may occur at <paramref name="occurredAt"/>: at most <see cref="MaxEventAge"/> before <paramref name="now"/> and <see cref="MaxEventSkew"/> after it.</summary>
+    public static bool InEventWindow(Instant occurredAt, Instant now) =>
+        occurredAt >= now - MaxEventAge && occurredAt <= now + MaxEventSkew;
+
     public RequestValidator OccurredAt(string field, Instant? occurredAt, Instant now)
     {
         if (occurredAt is not { } value)

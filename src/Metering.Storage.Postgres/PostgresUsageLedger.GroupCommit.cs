@@ -19,8 +19,8 @@ namespace Metering.Storage.Postgres;
 /// without a lookup before), their lines, each (subject, usage type, period) total upserted once with the summed amount,
 /// and the outbox entries. Every other write (enforced events, settlements, resets, negative corrections, holds, and a
 /// repeat of a key already in the batch) is then decided one by one in the same transaction, in arrival order, by the
-/// same code as alone, each behind a savepoint that undoes it alone when it is refused or fails. Then one commit, and
-/// only then is any call answered.
+/// same code as alone, each in one or two round trips (PostgresUsageLedger.Writes.cs) behind a savepoint that undoes it
+/// alone when it is refused after writing or fails. Then one commit, and only then is any call answered.
 /// </para>
 /// <para>
 /// Should the summed totals pass the ceiling, the batch is rolled back and run again one write at a time, so that
@@ -46,18 +46,20 @@ public sealed partial class PostgresUsageLedger
         """;
 
     /// <summary>
-    /// Plain events in bulk. A total row nobody wrote to yet is created from the events already in its period plus the
+    /// Events in bulk (plain ones; a single other one with its hold, $20, see <see cref="RecordOneAsync"/>). A total row nobody wrote to yet is created from the events already in its period plus the
     /// batch's amount (the statement does not see its own lines); one created meanwhile by a reader conflicts and gets
-    /// the batch's amount added. Answers one row per inserted event ('e') and per changed total ('t').
+    /// the batch's amount added. The changed totals are queued in the outbox when $21 (a settlement's refresh queues
+    /// them instead). Answers one row per inserted event ('e') and per changed total ('t').
     /// </summary>
     private const string RecordPlainSql = """
         WITH ev AS (
             SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
-                                 $7::text[], $8::text[], $9::text[], $10::text[], $11::int[], $12::text[])
-                AS e(ord, subject_id, idempotency_key, fingerprint, occurred_at, recorded_at, recorded_by, kind, reason, attributes, anchor_day, time_zone)
+                                 $7::text[], $8::text[], $9::text[], $10::text[], $11::int[], $12::text[], $20::text[])
+                AS e(ord, subject_id, idempotency_key, fingerprint, occurred_at, recorded_at, recorded_by, kind, reason, attributes, anchor_day, time_zone,
+                     reservation_id)
         ), ins AS (
             INSERT INTO usage_events (subject_id, idempotency_key, fingerprint, occurred_at, recorded_at, reservation_id, recorded_by, kind, reason, attributes)
-            SELECT e.subject_id, e.idempotency_key, e.fingerprint, e.occurred_at, e.recorded_at, NULL, e.recorded_by, e.kind, e.reason, e.attributes::jsonb
+            SELECT e.subject_id, e.idempotency_key, e.fingerprint, e.occurred_at, e.recorded_at, e.reservation_id, e.recorded_by, e.kind, e.reason, e.attributes::jsonb
             FROM ev e
             JOIN subscriptions s ON s.subject_id = e.subject_id AND s.billing_anchor_day = e.anchor_day AND s.time_zone = e.time_zone
             ORDER BY e.ord
@@ -111,7 +113,7 @@ public sealed partial class PostgresUsageLedger
             SELECT * FROM updated UNION ALL SELECT * FROM inserted
         ), queued AS (
             INSERT INTO counter_outbox (kind, subject_id, usage_type, period_start)
-            SELECT 'counter', subject_id, usage_type, period_start FROM changed
+            SELECT 'counter', subject_id, usage_type, period_start FROM changed WHERE $21
         )
         SELECT 'e' AS what, subject_id, idempotency_key, NULL::text AS usage_type, NULL::timestamptz AS period_start,
                NULL::timestamptz AS period_end, NULL::bigint AS total, NULL::bigint AS held, NULL::bigint AS version
@@ -270,7 +272,7 @@ public sealed partial class PostgresUsageLedger
                 Array(NpgsqlDbType.Text, items.Select(w => w.SubjectId).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray())));
             if (bulk.Count > 0)
             {
-                batch.BatchCommands.Add(RecordPlainCommand([.. bulk.Select(i => items[i].Event!)]));
+                batch.BatchCommands.Add(RecordPlainCommand([.. bulk.Select(i => items[i].Event!)], queue: true));
             }
 
             await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
@@ -282,18 +284,7 @@ public sealed partial class PostgresUsageLedger
             if (bulk.Count > 0)
             {
                 await reader.NextResultAsync(cancellationToken);
-                while (await reader.ReadAsync(cancellationToken))
-                {
-                    var subjectId = reader.GetString(1);
-                    if (reader.GetString(0) == "e")
-                    {
-                        inserted.Add((subjectId, reader.GetString(2)));
-                        continue;
-                    }
-
-                    var row = new TotalRow(reader.GetString(3), reader.GetDateTime(4), reader.GetDateTime(5), reader.GetInt64(6), reader.GetInt64(7), reader.GetInt64(8));
-                    totals[(subjectId, row.UsageType, row.Start)] = row.ToValue(subjectId);
-                }
+                await ReadRecordedAsync(reader, inserted, totals, cancellationToken);
             }
         }
 
@@ -356,25 +347,21 @@ public sealed partial class PostgresUsageLedger
                 continue;
             }
 
-            if (!alone)
-            {
-                await npgsqlTransaction.SaveAsync(SavepointName, cancellationToken);
-            }
-
             try
             {
-                bool kept;
+                // The savepoint goes with the write's first round trip (none when the batch is this write alone).
+                Written written;
                 if (write.Event is { } usageEvent)
                 {
-                    (results[i], kept) = await RecordInAsync(db, usageEvent, cancellationToken);
+                    (results[i], written) = await RecordOneAsync(connection, npgsqlTransaction, !alone, usageEvent, cancellationToken);
                 }
                 else
                 {
-                    (results[i], kept) = await HoldInAsync(db, write.Hold!, cancellationToken);
+                    (results[i], written) = await HoldOneAsync(connection, npgsqlTransaction, !alone, write.Hold!, cancellationToken);
                 }
 
-                keep |= kept;
-                if (!kept && !alone)
+                keep |= written == Written.Keep;
+                if (written == Written.Undo && !alone)
                 {
                     await npgsqlTransaction.RollbackAsync(SavepointName, cancellationToken);
                 }
@@ -433,7 +420,30 @@ public sealed partial class PostgresUsageLedger
         }
     }
 
-    private static NpgsqlBatchCommand RecordPlainCommand(IReadOnlyList<UsageEvent> events)
+    /// <summary>
+    /// Reads the rows of <see cref="RecordPlainSql"/>: the keys of the events it inserted and the new values of the totals it changed.
+    /// </summary>
+    private static async Task ReadRecordedAsync(
+        NpgsqlDataReader reader,
+        HashSet<(string SubjectId, string Key)> inserted,
+        Dictionary<(string SubjectId, string UsageType, DateTime Start), CounterValue> totals,
+        CancellationToken cancellationToken)
+    {
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            var subjectId = reader.GetString(1);
+            if (reader.GetString(0) == "e")
+            {
+                inserted.Add((subjectId, reader.GetString(2)));
+                continue;
+            }
+
+            var row = new TotalRow(reader.GetString(3), reader.GetDateTime(4), reader.GetDateTime(5), reader.GetInt64(6), reader.GetInt64(7), reader.GetInt64(8));
+            totals[(subjectId, row.UsageType, row.Start)] = row.ToValue(subjectId);
+        }
+    }
+
+    private static NpgsqlBatchCommand RecordPlainCommand(IReadOnlyList<UsageEvent> events, bool queue)
     {
         var lines = events.SelectMany(e => e.Lines.Select(l => (Event: e, Line: l))).ToList();
         return Command(
@@ -456,7 +466,9 @@ public sealed partial class PostgresUsageLedger
             Array(NpgsqlDbType.Bigint, lines.Select(l => l.Line.Amount).ToArray()),
             Array(NpgsqlDbType.TimestampTz, lines.Select(l => l.Event.OccurredAt.ToDateTimeUtc()).ToArray()),
             Array(NpgsqlDbType.TimestampTz, lines.Select(l => l.Line.Key.Period.Start.ToDateTimeUtc()).ToArray()),
-            Array(NpgsqlDbType.TimestampTz, lines.Select(l => l.Line.Key.Period.End.ToDateTimeUtc()).ToArray()));
+            Array(NpgsqlDbType.TimestampTz, lines.Select(l => l.Line.Key.Period.End.ToDateTimeUtc()).ToArray()),
+            Array(NpgsqlDbType.Text, events.Select(e => string.IsNullOrEmpty(e.ReservationId) ? null : e.ReservationId).ToArray()),
+            new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Boolean, Value = queue });
     }
 
     private static NpgsqlBatchCommand Command(string sql, params NpgsqlParameter[] parameters)

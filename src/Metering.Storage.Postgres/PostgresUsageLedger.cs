@@ -1,11 +1,8 @@
-using System.Globalization;
-using Metering.Core.Errors;
-using Metering.Core.Limits;
 using Metering.Core.Ports;
 using Metering.Core.Usage;
-using Metering.Core.Validation;
 using Metering.Storage.Postgres.Entities;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.Storage;
 using Microsoft.Extensions.Options;
 using NodaTime;
 using Npgsql;
@@ -45,15 +42,14 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
             {
                 await using var db = await _contexts.CreateDbContextAsync(token);
                 await using var transaction = await db.Database.BeginTransactionAsync(token);
-                await LockSubjectAsync(db, subjectId, token);
-                var ended = await EndHoldAsync(db, subjectId, reservationId, "released", token);
-                if (ended.Count == 0)
+                var changes = await ReleaseOneAsync(
+                    (NpgsqlConnection)db.Database.GetDbConnection(), (NpgsqlTransaction)transaction.GetDbTransaction(), subjectId, reservationId, token);
+                if (changes is null)
                 {
                     await transaction.RollbackAsync(token);
                     return null;
                 }
 
-                var changes = await RefreshCountersAsync(db, subjectId, ended, token);
                 await transaction.CommitAsync(token);
                 return changes;
             },
@@ -293,224 +289,6 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
             cancellationToken);
 
     /// <summary>
-    /// Decides and places one hold inside the batch's transaction, the subject locked and its calendar checked by the
-    /// caller. Returns the outcome and whether it wrote anything to keep (only a newly placed hold).
-    /// </summary>
-    private static async Task<(HoldOutcome Outcome, bool Keep)> HoldInAsync(MeteringDbContext db, HoldRequest request, CancellationToken cancellationToken)
-    {
-        var readings = await ReadAsync(db, request.SubjectId, request.Lines, excludeReservationId: null, cancellationToken);
-        if (request.RequestId is { } requestId && await FindByRequestIdAsync(db, request.SubjectId, requestId, cancellationToken) is { } earlier)
-        {
-            var same = earlier.Lines.Count == request.Lines.Count && request.Lines.All(l =>
-                earlier.Lines.Any(e => e.UsageType == l.Key.UsageType && e.Amount == l.Amount));
-            if (!same)
-            {
-                return (new HoldOutcome.RequestIdConflict(), false);
-            }
-
-            // The hold is in the readings already: report them without it, as the first answer did.
-            var withoutIt = readings.Select((r, i) => r with { Reserved = Math.Max(0, r.Reserved - (earlier.Live ? request.Lines[i].Amount : 0)) }).ToList();
-            return (new HoldOutcome.Decided(withoutIt, earlier.Live ? earlier.Hold : null, CounterChanges.None), false);
-        }
-
-        var granted = request.Lines.Select((line, i) => LimitRules.CanGrant(line.Limit, readings[i].Used, readings[i].Reserved, line.Amount)).All(ok => ok);
-        if (!granted)
-        {
-            return (new HoldOutcome.Decided(readings, null, CounterChanges.None), false);
-        }
-
-        var live = (await db.Database
-            .SqlQuery<int>($"""
-                SELECT COUNT(*)::int AS "Value" FROM holds
-                WHERE subject_id = {request.SubjectId} AND ended_at IS NULL AND expires_at > now()
-                """)
-            .ToListAsync(cancellationToken))[0];
-        if (live >= request.MaxLiveHolds)
-        {
-            return (new HoldOutcome.TooManyHolds(live), false);
-        }
-
-        var placedAt = request.PlacedAt.ToDateTimeUtc();
-        var ttl = request.Ttl.ToTimeSpan();
-        var expiresAt = (await db.Database
-            .SqlQuery<DateTime>($"""
-                INSERT INTO holds (subject_id, reservation_id, request_id, placed_at, expires_at)
-                VALUES ({request.SubjectId}, {request.ReservationId}, {request.RequestId}, {placedAt}, now() + {ttl})
-                RETURNING expires_at AS "Value"
-                """)
-            .ToListAsync(cancellationToken))[0];
-        var ranges = new List<HoldRange>(request.Lines.Count);
-        foreach (var line in request.Lines)
-        {
-            var (start, end) = Bounds(line.Key.Period);
-            await db.Database.ExecuteSqlAsync(
-                $"""
-                INSERT INTO hold_lines (subject_id, reservation_id, usage_type, period_start, period_end, amount)
-                VALUES ({request.SubjectId}, {request.ReservationId}, {line.Key.UsageType}, {start}, {end}, {line.Amount})
-                """,
-                cancellationToken);
-            ranges.Add(new HoldRange(line.Key.UsageType, start, end));
-        }
-
-        var changes = await RefreshCountersAsync(db, request.SubjectId, ranges, cancellationToken);
-        return (new HoldOutcome.Decided(readings, new PlacedHold(request.ReservationId, ToInstant(expiresAt), request.PlacedAt, false), changes), true);
-    }
-
-    /// <summary>
-    /// Records one event inside the batch's transaction, the subject locked and its calendar checked by the caller.
-    /// Returns the outcome and whether it wrote anything to keep (only <see cref="RecordOutcome.Recorded"/>); a
-    /// correction that would take a total below zero throws, and the caller undoes what it wrote.
-    /// </summary>
-    private static async Task<(RecordOutcome Outcome, bool Keep)> RecordInAsync(MeteringDbContext db, UsageEvent usageEvent, CancellationToken cancellationToken)
-    {
-        if (usageEvent.Kind == UsageEventKind.Reset)
-        {
-            // Record minus the period total: usage racing the reset waits for the subject and is added after it.
-            var line = usageEvent.Lines[0];
-            var periodTotal = (await UpsertTotalAsync(db, line.Key, 0, cancellationToken)).Total;
-            usageEvent = usageEvent with { Lines = [line with { Amount = -periodTotal }] };
-        }
-
-        // The key first: a retry racing its original waits for the subject, then finds the event and is a duplicate,
-        // whether or not it is enforced.
-        var eventId = (await db.Database
-            .SqlQuery<long?>($"""
-                INSERT INTO usage_events (subject_id, idempotency_key, fingerprint, occurred_at, recorded_at, reservation_id, recorded_by, kind, reason, attributes)
-                VALUES ({usageEvent.SubjectId}, {usageEvent.IdempotencyKey}, {usageEvent.Fingerprint}, {usageEvent.OccurredAt.ToDateTimeUtc()},
-                        {usageEvent.RecordedAt.ToDateTimeUtc()}, {NullIfEmpty(usageEvent.ReservationId)}, {usageEvent.RecordedBy},
-                        {usageEvent.Kind.ToString().ToLowerInvariant()}, {usageEvent.Reason}, {System.Text.Json.JsonSerializer.Serialize(usageEvent.Attributes)}::jsonb)
-                ON CONFLICT (subject_id, idempotency_key) DO NOTHING
-                RETURNING id AS "Value"
-                """)
-            .ToListAsync(cancellationToken)).SingleOrDefault();
-        if (eventId is null)
-        {
-            // The conflicting event is committed (the insert waited for it) or was written earlier in this
-            // transaction, so a new statement sees it.
-            var recorded = await db.UsageEvents
-                .Where(e => e.SubjectId == usageEvent.SubjectId && e.IdempotencyKey == usageEvent.IdempotencyKey)
-                .Select(e => e.Fingerprint)
-                .SingleOrDefaultAsync(cancellationToken)
-                ?? throw new InvalidOperationException("A conflicting usage event vanished.");
-            return (new RecordOutcome.AlreadyRecorded(recorded), false);
-        }
-
-        if (usageEvent.EnforcedLimits is { } limits)
-        {
-            var lines = usageEvent.Lines.Select((l, i) => new CounterLine(l.Key, l.Amount, limits[i])).ToList();
-            var readings = await ReadAsync(db, usageEvent.SubjectId, lines, NullIfEmpty(usageEvent.ReservationId), cancellationToken);
-            if (!lines.Select((line, i) => LimitRules.CanGrant(line.Limit, readings[i].Used, readings[i].Reserved, line.Amount)).All(ok => ok))
-            {
-                return (new RecordOutcome.Refused(readings), false);
-            }
-        }
-
-        foreach (var line in usageEvent.Lines)
-        {
-            var (start, end) = Bounds(line.Key.Period);
-            await db.Database.ExecuteSqlAsync(
-                $"""
-                INSERT INTO usage_event_lines (event_id, usage_type, amount, subject_id, occurred_at, period_start)
-                VALUES ({eventId}, {line.Key.UsageType}, {line.Amount}, {usageEvent.SubjectId}, {usageEvent.OccurredAt.ToDateTimeUtc()}, {start})
-                """,
-                cancellationToken);
-        }
-
-        // In usage type order, so that concurrent writers lock totals in the same order.
-        var totals = new List<CounterValue>(usageEvent.Lines.Count);
-        foreach (var line in usageEvent.Lines.OrderBy(l => l.Key.UsageType, StringComparer.Ordinal))
-        {
-            var row = await UpsertTotalAsync(db, line.Key, line.Amount, cancellationToken);
-            if (row.Total > RequestValidator.MaxPeriodTotal)
-            {
-                // Refused before it could grow towards what int64 cannot hold.
-                return (new RecordOutcome.TotalCeilingReached(line.Key.UsageType), false);
-            }
-
-            if (row.Total < 0)
-            {
-                throw new PreconditionFailedException(
-                    "USAGE_BELOW_ZERO",
-                    $"The correction would take the '{line.Key.UsageType}' total of its period to {row.Total}; totals never go below zero.",
-                    new Dictionary<string, string>
-                    {
-                        ["usage_type"] = line.Key.UsageType,
-                        ["total"] = (row.Total - line.Amount).ToString(CultureInfo.InvariantCulture),
-                        ["amount"] = line.Amount.ToString(CultureInfo.InvariantCulture),
-                    });
-            }
-
-            totals.Add(row);
-        }
-
-        CounterChanges changes;
-        if (NullIfEmpty(usageEvent.ReservationId) is { } reservationId)
-        {
-            var ranges = usageEvent.FinalSettle
-                ? await EndHoldAsync(db, usageEvent.SubjectId, reservationId, "settled", cancellationToken)
-                : await SettlePartAsync(db, usageEvent, reservationId, cancellationToken);
-            ranges.AddRange(totals.Select(t => new HoldRange(t.Key.UsageType, t.Key.Period.Start.ToDateTimeUtc(), t.Key.Period.End.ToDateTimeUtc())));
-            changes = await RefreshCountersAsync(db, usageEvent.SubjectId, ranges, cancellationToken);
-        }
-        else
-        {
-            // No hold changed: the totals' new versions are the change; queue them.
-            changes = new CounterChanges(totals);
-            await QueueAsync(db, totals, cancellationToken);
-        }
-
-        return (new RecordOutcome.Recorded(changes, usageEvent.Lines), true);
-    }
-
-    private static async Task QueueAsync(MeteringDbContext db, IReadOnlyList<CounterValue> values, CancellationToken cancellationToken)
-    {
-        foreach (var value in values)
-        {
-            var start = value.Key.Period.Start.ToDateTimeUtc();
-            await db.Database.ExecuteSqlAsync(
-                $"INSERT INTO counter_outbox (kind, subject_id, usage_type, period_start) VALUES ('counter', {value.Key.SubjectId}, {value.Key.UsageType}, {start})",
-                cancellationToken);
-        }
-    }
-
-    /// <summary>Lowers a live hold by the amounts recorded (never below zero); it stays live for the rest.</summary>
-    private static async Task<List<HoldRange>> SettlePartAsync(MeteringDbContext db, UsageEvent usageEvent, string reservationId, CancellationToken cancellationToken)
-    {
-        var ranges = new List<HoldRange>();
-        foreach (var line in usageEvent.Lines)
-        {
-            ranges.AddRange(await db.Database
-                .SqlQuery<HoldRange>($"""
-                    UPDATE hold_lines l SET amount = GREATEST(0, l.amount - {line.Amount})
-                    FROM holds h
-                    WHERE h.subject_id = l.subject_id AND h.reservation_id = l.reservation_id
-                      AND l.subject_id = {usageEvent.SubjectId} AND l.reservation_id = {reservationId} AND l.usage_type = {line.Key.UsageType}
-                      AND h.ended_at IS NULL AND h.expires_at > now()
-                    RETURNING l.usage_type AS "UsageType", l.period_start AS "Start", l.period_end AS "End"
-                    """)
-                .ToListAsync(cancellationToken));
-        }
-
-        return ranges;
-    }
-
-    /// <summary>Ends a live hold; returns the ranges of its lines (none when it was not live).</summary>
-    private static Task<List<HoldRange>> EndHoldAsync(MeteringDbContext db, string subjectId, string reservationId, string reason, CancellationToken cancellationToken) =>
-        db.Database
-            .SqlQuery<HoldRange>($"""
-                WITH ended AS (
-                    UPDATE holds SET ended_at = now(), end_reason = {reason}
-                    WHERE subject_id = {subjectId} AND reservation_id = {reservationId}
-                      AND ended_at IS NULL AND expires_at > now()
-                    RETURNING reservation_id
-                )
-                SELECT l.usage_type AS "UsageType", l.period_start AS "Start", l.period_end AS "End"
-                FROM hold_lines l JOIN ended ON l.reservation_id = ended.reservation_id
-                WHERE l.subject_id = {subjectId}
-                """)
-            .ToListAsync(cancellationToken);
-
-    /// <summary>
     /// Every total row of the subject overlapping one of <paramref name="ranges"/> gets its held amount recomputed from
     /// the live holds, a new version and an outbox entry; returns the new values, for the cache.
     /// </summary>
@@ -554,51 +332,6 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
 
     private static Task LockSubjectAsync(MeteringDbContext db, string subjectId, CancellationToken cancellationToken) =>
         db.Database.ExecuteSqlAsync($"SELECT 1 FROM subscriptions WHERE subject_id = {subjectId} FOR NO KEY UPDATE", cancellationToken);
-
-    /// <summary>What each line's period has used and holds (live holds only, by the ledger's clock), under the lock.</summary>
-    private static async Task<IReadOnlyList<CounterReading>> ReadAsync(
-        MeteringDbContext db, string subjectId, IReadOnlyList<CounterLine> lines, string? excludeReservationId, CancellationToken cancellationToken)
-    {
-        var readings = new CounterReading[lines.Count];
-        for (var i = 0; i < lines.Count; i++)
-        {
-            var key = lines[i].Key;
-            var used = (await UpsertTotalAsync(db, key, 0, cancellationToken)).Total;
-            var (start, end) = Bounds(key.Period);
-            var held = (await db.Database
-                .SqlQuery<long>($"""
-                    SELECT COALESCE(SUM(l.amount), 0) AS "Value" FROM holds h
-                    JOIN hold_lines l ON l.subject_id = h.subject_id AND l.reservation_id = h.reservation_id
-                    WHERE h.subject_id = {subjectId} AND h.ended_at IS NULL AND h.expires_at > now()
-                      AND h.reservation_id IS DISTINCT FROM {excludeReservationId}
-                      AND l.usage_type = {key.UsageType} AND l.period_start < {end} AND l.period_end > {start}
-                    """)
-                .ToListAsync(cancellationToken))[0];
-            readings[i] = new CounterReading(used, held);
-        }
-
-        return readings;
-    }
-
-    private static async Task<EarlierHold?> FindByRequestIdAsync(MeteringDbContext db, string subjectId, string requestId, CancellationToken cancellationToken)
-    {
-        var hold = await db.Holds.AsNoTracking()
-            .Include(h => h.Lines)
-            .Where(h => h.SubjectId == subjectId && h.RequestId == requestId)
-            .SingleOrDefaultAsync(cancellationToken);
-        if (hold is null)
-        {
-            return null;
-        }
-
-        var live = hold.EndedAt is null && (await db.Database
-            .SqlQuery<bool>($"SELECT ({hold.ExpiresAt} > now()) AS \"Value\"")
-            .ToListAsync(cancellationToken))[0];
-        return new EarlierHold(
-            new PlacedHold(hold.ReservationId, ToInstant(hold.ExpiresAt), ToInstant(hold.PlacedAt), true),
-            [.. hold.Lines.Select(l => (l.UsageType, l.Amount))],
-            live);
-    }
 
     private async Task<string?> FindFingerprintOnceAsync(string subjectId, string idempotencyKey, CancellationToken cancellationToken)
     {

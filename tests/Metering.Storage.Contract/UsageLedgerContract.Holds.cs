@@ -260,6 +260,27 @@ public sealed partial class UsageLedgerContract
     }
 
     [Test]
+    public async Task Ledger_partial_settle_sent_again_lowers_the_hold_once()
+    {
+        var subject = await NewSubjectAsync();
+        var hold = (await HoldAsync(Hold(subject, Minutes, 30, 100))).Hold!;
+        var part = Event(subject, "part", [(Minutes, 10)], reservationId: hold.ReservationId, final: false);
+
+        // Side by side (one transaction, or several) and then once more alone.
+        var together = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => Ports.Ledger.RecordAsync(part, Token)));
+        var again = await Ports.Ledger.RecordAsync(part, Token);
+
+        Assert.Multiple(async () =>
+        {
+            Assert.That(together.Count(o => o is RecordOutcome.Recorded), Is.EqualTo(1));
+            Assert.That(together.Where(o => o is not RecordOutcome.Recorded), Has.All.TypeOf<RecordOutcome.AlreadyRecorded>());
+            Assert.That(again, Is.TypeOf<RecordOutcome.AlreadyRecorded>());
+            Assert.That(await TotalAsync(Key(subject)), Has.Property(nameof(CounterValue.Total)).EqualTo(10).And.Property(nameof(CounterValue.Held)).EqualTo(20));
+            Assert.That((await Ports.Ledger.ListLiveHoldsAsync(Key(subject), Token)).Single().Amount, Is.EqualTo(20));
+        });
+    }
+
+    [Test]
     public async Task Ledger_partial_settle_of_more_than_held_holds_nothing_below_zero()
     {
         var subject = await NewSubjectAsync();

@@ -46,9 +46,10 @@ public sealed partial class PostgresUsageLedger
         """;
 
     /// <summary>
-    /// Events in bulk (plain ones; a single other one with its hold, $20, see <see cref="RecordOneAsync"/>). A total row nobody wrote to yet is created from the events already in its period plus the
-    /// batch's amount (the statement does not see its own lines); one created meanwhile by a reader conflicts and gets
-    /// the batch's amount added. The changed totals are queued in the outbox when $21 (a settlement's refresh queues
+    /// Events in bulk: the plain events of a batch, or one other event with the hold it names ($20, see
+    /// <see cref="RecordOneAsync"/>). A total row nobody wrote to yet is created from the events already in its period
+    /// plus the batch's amount (the statement does not see its own lines); one created meanwhile by a reader conflicts
+    /// and gets the batch's amount added. The changed totals are queued in the outbox when $21 (a settlement's refresh queues
     /// them instead). Answers one row per inserted event ('e') and per changed total ('t').
     /// </summary>
     private const string RecordPlainSql = """

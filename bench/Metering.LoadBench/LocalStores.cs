@@ -82,7 +82,7 @@ internal sealed class LocalStores
         await using var command = new NpgsqlCommand("SELECT current_setting('data_directory')", admin);
         var dataDirectory = (string)(await command.ExecuteScalarAsync().ConfigureAwait(false))!;
         var postmaster = int.Parse((await File.ReadAllLinesAsync(Path.Combine(dataDirectory, "postmaster.pid")).ConfigureAwait(false))[0], CultureInfo.InvariantCulture);
-        await using var redis = await ConnectionMultiplexer.ConnectAsync(Redis).ConfigureAwait(false);
+        await using var redis = await ConnectionMultiplexer.ConnectAsync(Redis + ",allowAdmin=true").ConfigureAwait(false);
         var info = await redis.GetServers()[0].InfoAsync("server").ConfigureAwait(false);
         var redisPid = info.SelectMany(section => section).First(pair => pair.Key == "process_id").Value;
         return (postmaster, int.Parse(redisPid, CultureInfo.InvariantCulture));

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using System.Text.RegularExpressions;
 using Microsoft.Diagnostics.Tracing.Etlx;
 
 namespace Metering.LoadBench;
@@ -9,10 +10,12 @@ namespace Metering.LoadBench;
 /// <see cref="TraceLog"/>) to what a reader can act on: how many samples were threads parked in a wait, a breakdown of
 /// the others by area, and the top frames by exclusive and by inclusive samples.
 /// </summary>
-internal sealed class ProfileReport
+internal sealed partial class ProfileReport
 {
     private const string IdleWait = "idle-wait (threads parked: thread pool, epoll, timers)";
-    private const string Runtime = "GC+runtime and BCL (thread pool dispatch, sockets, collections, allocation)";
+    private const string Runtime = "runtime and BCL (thread pool, sockets, spinning, collections, allocation)";
+    private const string Gc = "GC (threads stopped while a collection runs)";
+    private const string Contention = "lock contention (waiting to enter a lock)";
 
     /// <summary>Areas by the module a frame belongs to, the first match wins (EF Core before Npgsql).</summary>
     private static readonly (string Area, string[] Modules)[] Areas =
@@ -25,12 +28,18 @@ internal sealed class ProfileReport
         ("logging, telemetry, DI, options", ["Microsoft.Extensions.", "OpenTelemetry", "Polly"]),
     ];
 
-    /// <summary>A sample whose innermost managed frame is one of these is a thread waiting for work, not working.</summary>
+    /// <summary>
+    /// A sample whose innermost managed frame is one of these is a thread waiting for work (an idle thread-pool worker,
+    /// the epoll thread, timer, file-watcher and console-logger threads, the main thread), unless it is waiting to enter a lock.
+    /// </summary>
     private static readonly string[] Waits =
     [
-        "LowLevelLifoSemaphore.Wait", "LowLevelMonitor.Wait", "Monitor.Wait", "Monitor.ObjWait", "WaitHandle.Wait",
-        "Thread.Sleep", "WaitForSocketEvents", "ManualResetEventSlim.Wait", "SemaphoreSlim.Wait", "WaitSubsystem.Wait",
+        "LowLevelLifoSemaphore.Wait", "LowLevelMonitor.Wait", "Monitor.Wait", "WaitHandle.Wait", "Thread.Sleep",
+        "ManualResetEventSlim.Wait", "SemaphoreSlim.Wait", "SocketAsyncEngine.EventLoop", "WorkerThreadStart",
+        "System.IO.FileSystem.Watcher!", "ConsoleLoggerProcessor.TryDequeue",
     ];
+
+    private static readonly string[] LockEntries = ["Monitor.Enter", "Monitor.TryEnter", "Monitor.ReliableEnter", "Lock.TryEnterSlow", "Lock.Enter"];
 
     /// <summary>Async and thread-pool plumbing under every stack: left out of the inclusive list, where it would fill every row.</summary>
     private static readonly string[] Plumbing = ["System.Threading.", "System.Runtime.CompilerServices."];
@@ -81,7 +90,7 @@ internal sealed class ProfileReport
         var text = new StringBuilder();
         text.AppendLine(CultureInfo.InvariantCulture, $"{Samples:N0} thread samples in the measured window; {Percent(IdleSamples, Samples)} of them idle-wait (threads parked), left out below: the percentages are of the {BusySamples:N0} busy samples.");
         text.AppendLine();
-        text.AppendLine("| area (innermost frame outside the BCL) | busy samples |");
+        text.AppendLine("| area (of the innermost frame outside the BCL) | busy samples |");
         text.AppendLine("|---|---:|");
         foreach (var (area, count) in _byArea.Where(a => a.Key != IdleWait).OrderByDescending(a => a.Value))
         {
@@ -103,7 +112,7 @@ internal sealed class ProfileReport
         return text.ToString();
     }
 
-    /// <summary>The frames of a sample, innermost first, as <c>module!Namespace.Type.Method</c>.</summary>
+    /// <summary>The frames of a sample, innermost first, as <c>module!Namespace.Type.Method</c> (see <see cref="MethodName"/>).</summary>
     private static List<string> Frames(TraceCallStack? stack)
     {
         var frames = new List<string>();
@@ -112,18 +121,50 @@ internal sealed class ProfileReport
             var method = stack.CodeAddress.FullMethodName;
             if (!string.IsNullOrEmpty(method))
             {
-                var parameters = method.IndexOf('(', StringComparison.Ordinal);
-                frames.Add($"{stack.CodeAddress.ModuleName}!{(parameters > 0 ? method[..parameters] : method)}");
+                frames.Add($"{stack.CodeAddress.ModuleName}!{MethodName(method)}");
             }
         }
 
         return frames;
     }
 
+    /// <summary>
+    /// A method without its parameters, generic arguments and arity, an async method's state machine as the method:
+    /// <c>Polly.ResiliencePipeline+&lt;ExecuteAsync&gt;d__9`2[System.__Canon,…].MoveNext(…)</c> becomes <c>Polly.ResiliencePipeline.ExecuteAsync (async)</c>.
+    /// </summary>
+    internal static string MethodName(string fullName)
+    {
+        var name = new StringBuilder();
+        var depth = 0;
+        foreach (var c in fullName)
+        {
+            if (c == '(' && depth == 0)
+            {
+                break;
+            }
+
+            depth += c == '[' ? 1 : c == ']' ? -1 : 0;
+            if (depth == 0 && c != ']')
+            {
+                name.Append(c);
+            }
+        }
+
+        var plain = BacktickArity().Replace(name.ToString(), string.Empty);
+        return AsyncStateMachine().Replace(plain, ".$1 (async)");
+    }
+
+    [GeneratedRegex("`[0-9]+")]
+    private static partial Regex BacktickArity();
+
+    [GeneratedRegex(@"\+<([^>]+)>d(__[0-9]+)?\.MoveNext$")]
+    private static partial Regex AsyncStateMachine();
+
     private void Add(List<string> frames)
     {
         Samples++;
-        var idle = Waits.Any(w => frames[0].Contains(w, StringComparison.Ordinal));
+        var contention = frames.Any(f => LockEntries.Any(l => f.Contains(l, StringComparison.Ordinal)));
+        var idle = !contention && Waits.Any(w => frames[0].Contains(w, StringComparison.Ordinal));
         if (idle)
         {
             IdleSamples++;
@@ -137,7 +178,10 @@ internal sealed class ProfileReport
             Count(_inclusive, frame);
         }
 
-        Count(_byArea, frames.Select(AreaOf).FirstOrDefault(a => a is not null) ?? Runtime);
+        var area = frames[0].Contains("PollGC", StringComparison.Ordinal) ? Gc
+            : contention ? Contention
+            : frames.Select(AreaOf).FirstOrDefault(a => a is not null) ?? Runtime;
+        Count(_byArea, area);
     }
 
     private static string? AreaOf(string frame) =>

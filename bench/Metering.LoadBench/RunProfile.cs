@@ -86,7 +86,7 @@ internal sealed class RunProfile : IAsyncDisposable
         foreach (var scenario in _scenarios.Where(s => s.Report is not null))
         {
             text.AppendLine();
-            text.AppendLine(CultureInfo.InvariantCulture, $"### {scenario.Name} ({scenario.Rate} under the profiler)");
+            text.AppendLine(CultureInfo.InvariantCulture, $"#### {scenario.Name} ({scenario.Rate} under the profiler)");
             text.AppendLine();
             text.Append(scenario.Report!.ToMarkdown(TopFrames));
         }

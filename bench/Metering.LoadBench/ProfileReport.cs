@@ -41,12 +41,16 @@ internal sealed partial class ProfileReport
 
     private static readonly string[] LockEntries = ["Monitor.Enter", "Monitor.TryEnter", "Monitor.ReliableEnter", "Lock.TryEnterSlow", "Lock.Enter"];
 
-    /// <summary>Async and thread-pool plumbing under every stack: left out of the inclusive list, where it would fill every row.</summary>
-    private static readonly string[] Plumbing = ["System.Threading.", "System.Runtime.CompilerServices."];
+    /// <summary>
+    /// Async and thread-pool plumbing under every stack, and the resilience pipelines around every store call: left out
+    /// of the inclusive list, where they would fill every row (their own time stays in the exclusive list).
+    /// </summary>
+    private static readonly string[] Plumbing = ["System.Threading.", "System.Runtime.CompilerServices.", "Polly."];
 
     private readonly Dictionary<string, long> _exclusive = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _inclusive = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _byArea = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, long> _underMetering = new(StringComparer.Ordinal);
 
     private ProfileReport()
     {
@@ -98,7 +102,15 @@ internal sealed partial class ProfileReport
         }
 
         text.AppendLine();
-        text.AppendLine("| exclusive (self) | busy samples | inclusive (outside thread-pool and async plumbing) | busy samples |");
+        text.AppendLine("| innermost Metering frame (the Metering code the sample ran under) | busy samples |");
+        text.AppendLine("|---|---:|");
+        foreach (var (frame, count) in _underMetering.OrderByDescending(f => f.Value).Take(top / 2))
+        {
+            text.AppendLine(CultureInfo.InvariantCulture, $"| {Escape(frame)} | {Percent(count, BusySamples)} |");
+        }
+
+        text.AppendLine();
+        text.AppendLine("| exclusive (self) | busy samples | inclusive (without thread-pool, async and Polly plumbing) | busy samples |");
         text.AppendLine("|---|---:|---|---:|");
         var exclusive = _exclusive.OrderByDescending(f => f.Value).Take(top).ToArray();
         var inclusive = _inclusive.Where(f => !Plumbing.Any(p => f.Key.Contains('!' + p, StringComparison.Ordinal))).OrderByDescending(f => f.Value).Take(top).ToArray();
@@ -151,14 +163,24 @@ internal sealed partial class ProfileReport
         }
 
         var plain = BacktickArity().Replace(name.ToString(), string.Empty);
+        plain = AsyncLambda().Replace(plain, ".$1 (lambda, async)");
+        plain = AsyncLocalFunction().Replace(plain, ".$1.$2 (local function, async)");
         return AsyncStateMachine().Replace(plain, ".$1 (async)");
     }
 
     [GeneratedRegex("`[0-9]+")]
     private static partial Regex BacktickArity();
 
-    [GeneratedRegex(@"\+<([^>]+)>d(__[0-9]+)?\.MoveNext$")]
+    [GeneratedRegex(@"\+<([^>]+)>d(?:__[0-9]+)?\.MoveNext$")]
     private static partial Regex AsyncStateMachine();
+
+    /// <summary>An async lambda: <c>Type+&lt;&gt;c__21+&lt;&lt;RunAsync&gt;b__21_0&gt;d.MoveNext</c> (or in a <c>&lt;&gt;c__DisplayClass</c>).</summary>
+    [GeneratedRegex(@"\+<>c(?:__DisplayClass)?[0-9_]*\+<<([^>]+)>b__[0-9_]+>d\.MoveNext$")]
+    private static partial Regex AsyncLambda();
+
+    /// <summary>An async local function: <c>Type+&lt;&lt;ExecuteCore&gt;g__ConvertValueTaskAsync|4_0&gt;d.MoveNext</c>.</summary>
+    [GeneratedRegex(@"\+<<([^>]+)>g__([^|]+)\|[0-9_]+>d\.MoveNext$")]
+    private static partial Regex AsyncLocalFunction();
 
     private void Add(List<string> frames)
     {
@@ -182,6 +204,7 @@ internal sealed partial class ProfileReport
             : contention ? Contention
             : frames.Select(AreaOf).FirstOrDefault(a => a is not null) ?? Runtime;
         Count(_byArea, area);
+        Count(_underMetering, frames.FirstOrDefault(f => f.StartsWith("Metering.", StringComparison.Ordinal)) ?? "(no Metering frame on the stack)");
     }
 
     private static string? AreaOf(string frame) =>

@@ -12,6 +12,9 @@ LOAD_TABLE := TestResults/loadbench/performance-table.md
 CALLERS ?= 64
 SUBJECTS ?= 1000
 SECONDS ?= 10
+# PROFILE=1: make bench-load also traces the service per scenario (dotnet-trace) and writes the profile section instead of the table.
+PROFILE ?=
+PROFILE_REPORT := TestResults/loadbench/performance-profile.md
 CLUSTER_FILTER ?= FullyQualifiedName!~RedisFailureTests&FullyQualifiedName!~RedisFailoverTests
 
 .PHONY: help build run test test-unit test-integration test-faults test-client test-contract pack migrate api-key lint breaking proto-release format-check bench servers-up servers-down clean publish image smoke-publish deploy-check bench-load test-cluster
@@ -80,15 +83,25 @@ servers-down: ## Stop the local PostgreSQL and Redis
 bench: ## Measure the hot and write paths on real servers, as ratios to bare Redis and PostgreSQL round trips
 	dotnet run -c Release --project bench/Metering.Benchmarks
 
-bench-load: ## Closed-loop load on the Release server (CALLERS=64 SUBJECTS=1000 SECONDS=10) beside same-run references; the table goes into docs/performance.md
+bench-load: ## Closed-loop load on the Release server (CALLERS=64 SUBJECTS=1000 SECONDS=10) beside same-run references; the table goes into docs/performance.md (PROFILE=1: a CPU profile per scenario goes there instead)
 	dotnet build src/Metering.Server -c Release
 	dotnet build bench/Metering.LoadBench -c Release
 	rm -f $(LOAD_TABLE)
+ifeq ($(PROFILE),1)
+	dotnet tool restore
+	rm -f $(PROFILE_REPORT)
+	dotnet bench/Metering.LoadBench/bin/Release/net10.0/Metering.LoadBench.dll --callers $(CALLERS) --subjects $(SUBJECTS) --seconds $(SECONDS) --table $(LOAD_TABLE) --profile $(PROFILE_REPORT); status=$$?; \
+	if [ -f $(PROFILE_REPORT) ]; then \
+	  awk -v table=$(PROFILE_REPORT) '/<!-- profile:start -->/ { print; while ((getline line < table) > 0) print line; skip = 1; next } \
+	    /<!-- profile:end -->/ { skip = 0 } !skip { print }' docs/performance.md > docs/performance.md.new && mv docs/performance.md.new docs/performance.md; \
+	fi; exit $$status
+else
 	dotnet bench/Metering.LoadBench/bin/Release/net10.0/Metering.LoadBench.dll --callers $(CALLERS) --subjects $(SUBJECTS) --seconds $(SECONDS) --table $(LOAD_TABLE); status=$$?; \
 	if [ $$status -eq 0 ] && [ -f $(LOAD_TABLE) ]; then \
 	  awk -v table=$(LOAD_TABLE) '/<!-- load-table:start -->/ { print; while ((getline line < table) > 0) print line; skip = 1; next } \
 	    /<!-- load-table:end -->/ { skip = 0 } !skip { print }' docs/performance.md > docs/performance.md.new && mv docs/performance.md.new docs/performance.md; \
 	fi; exit $$status
+endif
 
 test-cluster: $(BUF) ## Start a local 3-primary Redis Cluster and run the integration tests against it (METERING_TEST_REDIS)
 	dotnet build tests/Metering.IntegrationTests -c $(CONFIGURATION)

@@ -17,7 +17,7 @@ internal sealed record LoopResult(long Calls, TimeSpan Window, double P50Ms, dou
 internal static class ClosedLoop
 {
     /// <summary>Runs <paramref name="call"/> (given a run-wide unique sequence number) for <paramref name="warmup"/>, then for <paramref name="duration"/>.</summary>
-    public static async Task<LoopResult> ForDurationAsync(int callers, TimeSpan warmup, TimeSpan duration, Func<long, Task> call)
+    public static async Task<LoopResult> ForDurationAsync(int callers, TimeSpan warmup, TimeSpan duration, Func<long, Task> call, MeasuredWindow? window = null)
     {
         var errors = new ErrorCounts();
         long sequence = 0;
@@ -33,6 +33,7 @@ internal static class ClosedLoop
             }))).ConfigureAwait(false);
         }
 
+        window?.Open();
         var start = Stopwatch.GetTimestamp();
         var end = start + Ticks(duration);
         var latencies = new List<long>[callers];
@@ -57,16 +58,18 @@ internal static class ClosedLoop
                 }
             }
         }))).ConfigureAwait(false);
+        window?.Close();
 
         return Result(latencies, TimeSpan.FromSeconds((double)(end - start) / Stopwatch.Frequency), errors);
     }
 
     /// <summary>Runs exactly <paramref name="count"/> calls (sequence numbers 1..count) and measures the time they take together.</summary>
-    public static async Task<LoopResult> ForCountAsync(int callers, long count, Func<long, Task> call)
+    public static async Task<LoopResult> ForCountAsync(int callers, long count, Func<long, Task> call, MeasuredWindow? window = null)
     {
         var errors = new ErrorCounts();
         long sequence = 0;
         var latencies = new List<long>[callers];
+        window?.Open();
         var start = Stopwatch.GetTimestamp();
         await Task.WhenAll(Enumerable.Range(0, callers).Select(caller => Task.Run(async () =>
         {
@@ -81,6 +84,7 @@ internal static class ClosedLoop
                 }
             }
         }))).ConfigureAwait(false);
+        window?.Close();
         var elapsed = TimeSpan.FromSeconds((double)(Stopwatch.GetTimestamp() - start) / Stopwatch.Frequency);
         return Result(latencies, elapsed, errors);
     }
@@ -148,6 +152,30 @@ internal static class ClosedLoop
 }
 
 /// <summary>A call that answered OK but not as the scenario needs (e.g. a reserve that was refused): counted as an error.</summary>
+/// <summary>When a scenario's measured window opened and closed, with the CPU time of the run's processes at both ends.</summary>
+internal sealed class MeasuredWindow(CpuSplit cpu)
+{
+    public DateTime OpenedUtc { get; private set; }
+
+    public DateTime ClosedUtc { get; private set; }
+
+    public CpuSplit.Snapshot? AtOpen { get; private set; }
+
+    public CpuSplit.Snapshot? AtClose { get; private set; }
+
+    public void Open()
+    {
+        AtOpen = cpu.Take();
+        OpenedUtc = DateTime.UtcNow;
+    }
+
+    public void Close()
+    {
+        ClosedUtc = DateTime.UtcNow;
+        AtClose = cpu.Take();
+    }
+}
+
 internal sealed class BenchCallException(string reason) : Exception(reason)
 {
     public string Reason { get; } = reason;

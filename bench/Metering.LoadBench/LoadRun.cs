@@ -59,6 +59,8 @@ internal static class LoadRun
         await reference.WaitUntilReadyAsync(() => referenceClient.CheckLimitAsync(Check("ready"), headers).ResponseAsync, TimeSpan.FromSeconds(60), Path.Combine(output, "reference-server.log"));
         await server.WaitUntilReadyAsync(() => service.GetRemainingAsync(new GetRemainingRequest { SubjectId = "ready" }, headers).ResponseAsync, TimeSpan.FromSeconds(120), Path.Combine(output, "server.log"));
         Progress($"service pid {server.ProcessId} on {server.Address}, EVALSHA reference pid {reference.ProcessId} on {reference.Address}");
+        await using var profile = options.ProfilePath is null ? null : await RunProfile.CreateAsync(root, Path.Combine(output, "profile"), stores, server.ProcessId, reference.ProcessId);
+        MeasuredWindow? window = null;
 
         var subjects = Enumerable.Range(0, options.Subjects).Select(i => $"lb-{run}-{i}").ToArray();
         string AnySubject() => subjects[Random.Shared.Next(subjects.Length)];
@@ -70,16 +72,22 @@ internal static class LoadRun
         {
             Progress($"{name}...");
             var _degraded = new Degraded();
+            window = profile is null ? null : await profile.BeginAsync(name, process == server);
             await using var sampler = Sampler.Start(connections, process is null ? null : process.ResidentBytes);
             var result = await loop(_degraded);
             var (peakConnections, peakResident) = await sampler.StopAsync();
             var row = new Row(name, unit, result, against, peakConnections, peakResident, _degraded.Count);
             rows.Add(row);
             Progress($"  {row.Summary()}");
+            if (profile is not null)
+            {
+                await profile.EndAsync(name, string.Create(CultureInfo.InvariantCulture, $"{result.CallsPerSecond:N0} {unit}"), window!);
+            }
+
             return row;
         }
 
-        Task<LoopResult> ForDuration(Func<long, Task> call) => ClosedLoop.ForDurationAsync(options.Callers, options.Warmup, options.Duration, call);
+        Task<LoopResult> ForDuration(Func<long, Task> call) => ClosedLoop.ForDurationAsync(options.Callers, options.Warmup, options.Duration, call, window);
 
         // References first, while the service idles.
         var evalSha = await MeasureAsync("reference: gRPC + one EVALSHA", "calls/s",
@@ -103,7 +111,7 @@ internal static class LoadRun
             await MeasureAsync($"CheckLimit, cold: {options.Subjects} subjects never seen before", "calls/s", async _degraded =>
             {
                 await ClosedLoop.ForCountAsync(options.Callers, Math.Min(200, options.Subjects), async sequence => _degraded.Note((await service.CheckLimitAsync(Check($"lb-{run}-warmup-cold-{sequence}"), headers)).Degraded));
-                return await ClosedLoop.ForCountAsync(options.Callers, options.Subjects, async sequence => _degraded.Note((await service.CheckLimitAsync(Check($"lb-{run}-cold-{sequence}"), headers)).Degraded));
+                return await ClosedLoop.ForCountAsync(options.Callers, options.Subjects, async sequence => _degraded.Note((await service.CheckLimitAsync(Check($"lb-{run}-cold-{sequence}"), headers)).Degraded), window);
             }, ServiceConnections, server, evalSha);
 
             await MeasureAsync("GetRemaining", "calls/s",
@@ -140,13 +148,22 @@ internal static class LoadRun
             }
         }
 
-        var table = Table(rows, options, $"{await stores.DescribeAsync()}; {await stores.LedgerSizeAsync()}", $"load average {loadBefore} before the run, {LoadAverage()} after it");
+        var load = $"load average {loadBefore} before the run, {LoadAverage()} after it";
+        var table = Table(rows, options, $"{await stores.DescribeAsync()}; {await stores.LedgerSizeAsync()}", load);
         Console.WriteLine();
         Console.WriteLine(table);
         if (options.TablePath is { } path)
         {
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
             await File.WriteAllTextAsync(path, table);
+        }
+
+        if (profile is not null && options.ProfilePath is { } profilePath)
+        {
+            var profileText = profile.ToMarkdown(string.Create(CultureInfo.InvariantCulture, $"Profiled run: {options.Callers} callers over {options.Subjects} subjects, {options.Duration.TotalSeconds:0.#} s per scenario after {options.Warmup.TotalSeconds:0.#} s of warm-up, on {Cpu()}, {Environment.ProcessorCount} cores; {load}; run {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC. Traces: `{Path.GetRelativePath(root, Path.Combine(output, "profile"))}/*.nettrace`."));
+            Console.WriteLine(profileText);
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(profilePath))!);
+            await File.WriteAllTextAsync(profilePath, profileText);
         }
 
         var failed = rows.Sum(r => r.Result.Errors.Values.Sum());

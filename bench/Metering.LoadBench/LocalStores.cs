@@ -74,6 +74,20 @@ internal sealed class LocalStores
         return (int)(await command.ExecuteScalarAsync().ConfigureAwait(false))!;
     }
 
+    /// <summary>The process ids of the PostgreSQL server (its postmaster, from postmaster.pid in its data directory) and of redis-server.</summary>
+    public async Task<(int Postgres, int Redis)> ProcessIdsAsync()
+    {
+        await using var admin = new NpgsqlConnection(AdminPostgres);
+        await admin.OpenAsync().ConfigureAwait(false);
+        await using var command = new NpgsqlCommand("SELECT current_setting('data_directory')", admin);
+        var dataDirectory = (string)(await command.ExecuteScalarAsync().ConfigureAwait(false))!;
+        var postmaster = int.Parse((await File.ReadAllLinesAsync(Path.Combine(dataDirectory, "postmaster.pid")).ConfigureAwait(false))[0], CultureInfo.InvariantCulture);
+        await using var redis = await ConnectionMultiplexer.ConnectAsync(Redis + ",allowAdmin=true").ConfigureAwait(false);
+        var info = await redis.GetServers()[0].InfoAsync("server").ConfigureAwait(false);
+        var redisPid = info.SelectMany(section => section).First(pair => pair.Key == "process_id").Value;
+        return (postmaster, int.Parse(redisPid, CultureInfo.InvariantCulture));
+    }
+
     /// <summary>Server versions and the durability settings that bound a commit, for the table's notes.</summary>
     public async Task<string> DescribeAsync()
     {

@@ -1,14 +1,23 @@
 using System.Globalization;
 using Metering.LoadBench;
 
-// dotnet Metering.LoadBench.dll [--callers 64] [--subjects 1000] [--seconds 10] [--warmup 3] [--table <file>]
+// dotnet Metering.LoadBench.dll [--callers 64] [--subjects 1000] [--seconds 10] [--warmup 3] [--table <file>] [--profile <file>]
 //   measures the service under closed-loop load against its same-run references and prints one table
-//   (also written to --table); exits 1 when any call failed.
+//   (also written to --table); exits 1 when any call failed. With --profile, also traces the service during each of
+//   its scenarios (dotnet-trace) and writes where its time and the machine's CPU went to that file.
 // dotnet Metering.LoadBench.dll serve-reference <port> <redis configuration>
 //   the EVALSHA reference server (started by the benchmark itself).
+// dotnet Metering.LoadBench.dll profile-report <file.nettrace>
+//   the top frames and areas of a trace taken with dotnet-trace (what --profile writes per scenario).
 if (args is ["serve-reference", var port, var redis])
 {
     return await ReferenceServer.RunAsync(int.Parse(port, CultureInfo.InvariantCulture), redis);
+}
+
+if (args is ["profile-report", var nettrace])
+{
+    Console.WriteLine(ProfileReport.Read(nettrace, DateTime.MinValue, DateTime.MaxValue).ToMarkdown(15));
+    return 0;
 }
 
 BenchOptions options;
@@ -18,7 +27,7 @@ try
 }
 catch (ArgumentException e)
 {
-    await Console.Error.WriteLineAsync($"{e.Message}\nusage: Metering.LoadBench [--callers N] [--subjects M] [--seconds S] [--warmup W] [--table FILE]");
+    await Console.Error.WriteLineAsync($"{e.Message}\nusage: Metering.LoadBench [--callers N] [--subjects M] [--seconds S] [--warmup W] [--table FILE] [--profile FILE]");
     return 2;
 }
 
@@ -27,13 +36,13 @@ return await LoadRun.RunAsync(options);
 namespace Metering.LoadBench
 {
     /// <summary>The benchmark's parameters (make bench-load CALLERS=… SUBJECTS=… SECONDS=…).</summary>
-    internal sealed record BenchOptions(int Callers, int Subjects, TimeSpan Duration, TimeSpan Warmup, string? TablePath)
+    internal sealed record BenchOptions(int Callers, int Subjects, TimeSpan Duration, TimeSpan Warmup, string? TablePath, string? ProfilePath = null)
     {
         public static BenchOptions Parse(string[] args)
         {
             int callers = 64, subjects = 1000;
             double seconds = 10, warmup = 3;
-            string? table = null;
+            string? table = null, profile = null;
             for (var i = 0; i < args.Length; i++)
             {
                 var value = i + 1 < args.Length ? args[i + 1] : throw new ArgumentException($"{args[i]} needs a value");
@@ -54,6 +63,9 @@ namespace Metering.LoadBench
                     case "--table":
                         table = value;
                         break;
+                    case "--profile":
+                        profile = value;
+                        break;
                     default:
                         throw new ArgumentException($"unknown option {args[i]}");
                 }
@@ -61,7 +73,7 @@ namespace Metering.LoadBench
                 i++;
             }
 
-            return new BenchOptions(callers, subjects, TimeSpan.FromSeconds(seconds), TimeSpan.FromSeconds(Math.Max(0, warmup)), table);
+            return new BenchOptions(callers, subjects, TimeSpan.FromSeconds(seconds), TimeSpan.FromSeconds(Math.Max(0, warmup)), table, profile);
         }
 
         private static int Positive(string name, string value) =>

@@ -105,14 +105,14 @@ internal static class LoadRun
             Progress($"touching {subjects.Length} subjects...");
             var touch = await ClosedLoop.ForCountAsync(options.Callers, subjects.Length, sequence => service.CheckLimitAsync(Check(subjects[sequence - 1]), headers).ResponseAsync);
 
-            await MeasureAsync("CheckLimit, warm subject", "calls/s",
+            var warm = await MeasureAsync("CheckLimit, warm subject", "calls/s",
                 _degraded => ForDuration(async _ => _degraded.Note((await service.CheckLimitAsync(Check(AnySubject()), headers)).Degraded)), ServiceConnections, server, evalSha);
 
             await MeasureAsync($"CheckLimit, cold: {options.Subjects} subjects never seen before", "calls/s", async _degraded =>
             {
                 await ClosedLoop.ForCountAsync(options.Callers, Math.Min(200, options.Subjects), async sequence => _degraded.Note((await service.CheckLimitAsync(Check($"lb-{run}-warmup-cold-{sequence}"), headers)).Degraded));
                 return await ClosedLoop.ForCountAsync(options.Callers, options.Subjects, async sequence => _degraded.Note((await service.CheckLimitAsync(Check($"lb-{run}-cold-{sequence}"), headers)).Degraded), window);
-            }, ServiceConnections, server, evalSha);
+            }, ServiceConnections, server, warm);
 
             await MeasureAsync("GetRemaining", "calls/s",
                 _degraded => ForDuration(async _ => _degraded.Note((await service.GetRemainingAsync(new GetRemainingRequest { SubjectId = AnySubject(), UsageTypes = { UsageType } }, headers)).Degraded)),
@@ -266,7 +266,12 @@ internal static class LoadRun
 
         public string RatioText() => Reference is null
             ? "—"
-            : string.Create(CultureInfo.InvariantCulture, $"{Result.CallsPerSecond / Reference.Result.CallsPerSecond:0.00} × {(Reference.Unit == "writes/s" ? "durable write" : "EVALSHA")}");
+            : string.Create(CultureInfo.InvariantCulture, $"{Result.CallsPerSecond / Reference.Result.CallsPerSecond:0.00} × {ReferenceName(Reference)}");
+
+        /// <summary>How a ratio names what it is measured against: one of the two references, or another scenario (cold against warm).</summary>
+        private static string ReferenceName(Row reference) => reference.Name.StartsWith("reference: ", StringComparison.Ordinal)
+            ? (reference.Unit == "writes/s" ? "durable write" : "EVALSHA")
+            : reference.Name;
 
         public string ErrorsText() => Result.Errors.Count == 0
             ? "0"

@@ -198,7 +198,8 @@ public sealed partial class CatalogDirectory(
 
     private NodaTime.Instant Now() => time.GetUtcNow().ToInstant();
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Shared catalog version unavailable, asking the store of record: {Reason}")]
+    /// <summary>Per call, so Debug: the outage itself is logged once by the cache's adapter (a line per call would flood the log just when the service is under stress).</summary>
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Shared catalog version unavailable, asking the store of record: {Reason}")]
     private partial void LogVersionCacheUnavailable(string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Catalog store unavailable, deciding with the loaded catalog: {Reason}")]

@@ -142,6 +142,7 @@ public sealed partial class SubscriptionDirectory(
         return _known.AddOrUpdate(subscription.SubjectId, subscription, (_, known) => known.Version >= subscription.Version ? known : subscription);
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Subscription cache unavailable, using the store of record: {Reason}")]
+    /// <summary>Per call, so Debug: the outage itself is logged once by the cache's adapter (a line per call would flood the log just when the service is under stress).</summary>
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Subscription cache unavailable, using the store of record: {Reason}")]
     private partial void LogCacheUnavailable(string reason);
 }

@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Compression;
+using System.IO.Pipelines;
 using Google.Protobuf;
 using Google.Rpc;
 using Grpc.Core;
@@ -42,7 +44,7 @@ internal sealed class RequestFrameValidation(RequestDelegate next)
             return;
         }
 
-        var body = await ReadBoundedAsync(context.Request.Body, HeaderSize + MaxMessageSize + 1, context.RequestAborted);
+        var body = await ReadBoundedAsync(context.Request.BodyReader, HeaderSize + MaxMessageSize + 1, context.RequestAborted);
         var problem = Check(body, context.Request.Headers["grpc-encoding"].ToString(), parser, out var tooLarge, out var parsed);
         if (problem is not null)
         {
@@ -171,17 +173,25 @@ internal sealed class RequestFrameValidation(RequestDelegate next)
         }
     }
 
-    private static async Task<byte[]> ReadBoundedAsync(Stream body, int limit, CancellationToken cancellationToken)
+    /// <summary>
+    /// The request body, or its first <paramref name="limit"/> bytes when it is longer (then it is refused as too large).
+    /// Read from the body's pipe, so a small request costs one array of its own size.
+    /// </summary>
+    private static async Task<byte[]> ReadBoundedAsync(PipeReader body, int limit, CancellationToken cancellationToken)
     {
-        using var buffer = new MemoryStream();
-        var chunk = new byte[16 * 1024];
-        int read;
-        while (buffer.Length < limit && (read = await body.ReadAsync(chunk.AsMemory(0, (int)Math.Min(chunk.Length, limit - buffer.Length)), cancellationToken)) > 0)
+        while (true)
         {
-            buffer.Write(chunk, 0, read);
-        }
+            var result = await body.ReadAsync(cancellationToken);
+            var buffer = result.Buffer;
+            if (result.IsCompleted || result.IsCanceled || buffer.Length >= limit)
+            {
+                var bytes = buffer.Slice(0, Math.Min(buffer.Length, limit)).ToArray();
+                body.AdvanceTo(buffer.End);
+                return bytes;
+            }
 
-        return buffer.ToArray();
+            body.AdvanceTo(buffer.Start, buffer.End);
+        }
     }
 }
 

@@ -65,16 +65,17 @@ internal static class MeteringServiceCollectionExtensions
     }
 
     /// <summary>
-    /// Traces and metrics through OpenTelemetry: metrics scraped by Prometheus on their own port (Metrics:Port) and,
-    /// like traces, exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    /// Traces and metrics through OpenTelemetry: metrics scraped by Prometheus on their own port (Metrics:Port) and
+    /// exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set. Traces are recorded only then: with nowhere to send
+    /// them, building a trace for every call would be pure cost on the hot path.
     /// </summary>
     public static IServiceCollection AddMeteringTelemetry(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddMetrics();
         services.AddSingleton<MeteringMetrics>();
+        var exportOtlp = !string.IsNullOrEmpty(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]);
         var telemetry = services.AddOpenTelemetry()
             .ConfigureResource(resource => resource.AddService("metering"))
-            .WithTracing(tracing => tracing.AddAspNetCoreInstrumentation().AddNpgsql())
             .WithMetrics(metrics =>
             {
                 metrics.AddAspNetCoreInstrumentation().AddMeter(MeteringMetrics.MeterName);
@@ -83,9 +84,9 @@ internal static class MeteringServiceCollectionExtensions
                     metrics.AddPrometheusExporter(prometheus => prometheus.ScrapeResponseCacheDurationMilliseconds = 0);
                 }
             });
-        if (!string.IsNullOrEmpty(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+        if (exportOtlp)
         {
-            telemetry.UseOtlpExporter();
+            telemetry.WithTracing(tracing => tracing.AddAspNetCoreInstrumentation().AddNpgsql()).UseOtlpExporter();
         }
 
         return services;

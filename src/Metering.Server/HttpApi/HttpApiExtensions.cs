@@ -82,9 +82,12 @@ internal static class HttpApiExtensions
         }
     }
 
-    /// <summary>Serves the OpenAPI document (no key needed: it describes the API, it does not call it).</summary>
+    /// <summary>
+    /// Serves the OpenAPI document (no key needed: it describes the API, it does not call it). An endpoint, not a
+    /// middleware, so that the calls of the service do not pass through it.
+    /// </summary>
     public static void MapMeteringOpenApi(this WebApplication app) =>
-        app.UseSwagger(options => options.RouteTemplate = "openapi/{documentName}.json");
+        app.MapSwagger("openapi/{documentName}.json");
 
     /// <summary>The HTTP/JSON port (<c>HttpApi:Port</c>), 0 when turned off. Its endpoint accepts HTTP/1.1 (and HTTP/2 where TLS negotiates it): see <c>ServerHosting</c>.</summary>
     internal static int Port(IConfiguration configuration)

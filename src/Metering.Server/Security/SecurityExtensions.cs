@@ -28,10 +28,11 @@ internal static class SecurityExtensions
             .AddScheme<AuthenticationSchemeOptions, MeteringAuthenticationHandler>(MeteringAuthenticationHandler.SchemeName, null);
         services.AddAuthorization(options =>
         {
+            // The policies name no scheme: the one scheme is the default, so authorization uses the caller the
+            // authentication middleware found instead of authenticating every call a second time.
             foreach (var scope in Scopes.All)
             {
                 options.AddPolicy(scope, policy => policy
-                    .AddAuthenticationSchemes(MeteringAuthenticationHandler.SchemeName)
                     .RequireAuthenticatedUser()
                     .RequireClaim(Scopes.ClaimType, scope));
             }

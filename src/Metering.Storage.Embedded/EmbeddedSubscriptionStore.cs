@@ -13,14 +13,14 @@ public sealed class EmbeddedSubscriptionStore(EmbeddedDatabase database, TimePro
     /// <summary>Totals of periods that ended longer ago than this are past any late event and are left as they are.</summary>
     private static readonly Duration LateEventWindow = Duration.FromDays(36);
 
-    public Task<Subscription> GetOrEnrollAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken) =>
+    public Task<SubscriptionOfRecord> GetOrEnrollAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken) =>
         database.WriteAsync(
             async (db, token) =>
             {
                 var row = await db.Subscriptions.AsNoTracking().SingleOrDefaultAsync(s => s.SubjectId == subjectId, token);
                 if (row is not null)
                 {
-                    return ToDomain(row);
+                    return new SubscriptionOfRecord(ToDomain(row), Enrolled: false);
                 }
 
                 row = new SubscriptionRow
@@ -45,7 +45,7 @@ public sealed class EmbeddedSubscriptionStore(EmbeddedDatabase database, TimePro
                     TimeZone = Subscription.DefaultTimeZone,
                 });
                 await db.SaveChangesAsync(token);
-                return ToDomain(row);
+                return new SubscriptionOfRecord(ToDomain(row), Enrolled: true);
             },
             cancellationToken);
 

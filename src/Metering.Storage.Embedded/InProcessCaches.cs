@@ -5,9 +5,10 @@ using Metering.Core.Usage;
 namespace Metering.Storage.Embedded;
 
 /// <summary>
-/// The counters in this process, with the semantics of the Redis scripts (check.lua, apply.lua, fence.lua): a counter
-/// only moves to a higher version, a fence empties it but keeps the fence as its version, and a fenced or missing
-/// counter reads as missing, so it is rebuilt from the ledger. One lock makes every method atomic. Nothing is lost with
+/// The counters in this process, with the semantics of the Redis scripts (check.lua, apply.lua, fence.lua,
+/// create_empty.lua): a counter only moves to a higher version, a fence empties it but keeps the fence as its version,
+/// a fenced or missing counter reads as missing, so it is rebuilt from the ledger, and an empty one is created only
+/// where none exists. One lock makes every method atomic. Nothing is lost with
 /// the process that the ledger does not have: after a restart every counter is rebuilt on its first read.
 /// </summary>
 public sealed class InProcessCounterStore : ICounterStore
@@ -34,6 +35,23 @@ public sealed class InProcessCounterStore : ICounterStore
             }
 
             return Task.FromResult(missing.Count > 0 ? CounterCheckResult.MissingCounters(missing) : new CounterCheckResult([], readings));
+        }
+    }
+
+    public Task<int> CreateEmptyAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            var created = 0;
+            foreach (var key in keys)
+            {
+                if (_counters.TryAdd(key, new Entry(0, 0, 0)))
+                {
+                    created++;
+                }
+            }
+
+            return Task.FromResult(created);
         }
     }
 

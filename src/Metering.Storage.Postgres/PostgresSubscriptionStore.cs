@@ -13,26 +13,22 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
     /// <summary>Totals of periods that ended longer ago than this are past any late event and are left as they are.</summary>
     private static readonly Duration LateEventWindow = Duration.FromDays(36);
 
-    public Task<Subscription> GetOrEnrollAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken) =>
+    public Task<SubscriptionOfRecord> GetOrEnrollAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken) =>
         LedgerGuard.RunAsync(token => GetOrEnrollOnceAsync(subjectId, defaultPlanId, now, token), cancellationToken);
 
     public Task<SubscriptionChange> SaveAsync(string subjectId, string planId, BillingCalendar calendar, Instant now, CancellationToken cancellationToken) =>
         LedgerGuard.RunAsync(token => SaveOnceAsync(subjectId, planId, calendar, now, token), cancellationToken);
 
     /// <summary>
-    /// A known subject costs one read. A new one costs one more round trip: its enrolment and the history entry in one
-    /// statement (<c>ON CONFLICT DO NOTHING RETURNING</c>), and beside it in the same batch a read that finds the row
-    /// a concurrent enrolment committed instead (the insert waited for it, so the next statement sees it).
+    /// One round trip, known subject or new: the enrolment and its history entry in one statement
+    /// (<c>ON CONFLICT DO NOTHING RETURNING</c>: a row only when this call enrolled the subject; for a known subject
+    /// the conflict is found in the index, nothing is written and nothing waits for a disk flush), and beside it in the
+    /// same batch a read that finds the existing row, or the one a concurrent enrolment committed (the insert waited
+    /// for it, so the next statement sees it).
     /// </summary>
-    private async Task<Subscription> GetOrEnrollOnceAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken)
+    private async Task<SubscriptionOfRecord> GetOrEnrollOnceAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken)
     {
         await using var db = await contexts.CreateDbContextAsync(cancellationToken);
-        var row = await db.Subscriptions.AsNoTracking().SingleOrDefaultAsync(s => s.SubjectId == subjectId, cancellationToken);
-        if (row is not null)
-        {
-            return ToDomain(row);
-        }
-
         await db.Database.OpenConnectionAsync(cancellationToken);
         await using var batch = new NpgsqlBatch((NpgsqlConnection)db.Database.GetDbConnection());
         var enroll = new NpgsqlBatchCommand(
@@ -60,18 +56,23 @@ public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContex
         batch.BatchCommands.Add(read);
 
         await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
+        var enrolled = true;
         do
         {
             if (await reader.ReadAsync(cancellationToken))
             {
-                return new Subscription(
-                    reader.GetString(0),
-                    reader.GetString(1),
-                    reader.GetInt32(2),
-                    reader.GetString(3),
-                    Instant.FromDateTimeUtc(DateTime.SpecifyKind(reader.GetDateTime(4), DateTimeKind.Utc)),
-                    reader.GetInt64(5));
+                return new SubscriptionOfRecord(
+                    new Subscription(
+                        reader.GetString(0),
+                        reader.GetString(1),
+                        reader.GetInt32(2),
+                        reader.GetString(3),
+                        Instant.FromDateTimeUtc(DateTime.SpecifyKind(reader.GetDateTime(4), DateTimeKind.Utc)),
+                        reader.GetInt64(5)),
+                    enrolled);
             }
+
+            enrolled = false;
         }
         while (await reader.NextResultAsync(cancellationToken));
 

@@ -35,6 +35,20 @@ public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard g
             : CounterCheckResult.StaleVersions;
     }
 
+    public async Task<int> CreateEmptyAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken)
+    {
+        // One script per subject, sent together (and, by a caller that sends its check right after, in one flight with it).
+        var calls = keys
+            .GroupBy(k => k.SubjectId, StringComparer.Ordinal)
+            .Select(subject =>
+            {
+                var call = ScriptProtocol.CreateEmptyCounters([.. subject], options.CounterTtl);
+                return guard.RunAsync(() => call.RunAsync(Database), cancellationToken);
+            })
+            .ToList();
+        return (await Task.WhenAll(calls)).Sum(created => (int)created);
+    }
+
     public async Task ApplyAsync(IReadOnlyList<CounterValue> values, CancellationToken cancellationToken)
     {
         // One script per subject (its keys share a hash tag, so this also runs on Redis Cluster), sent together.

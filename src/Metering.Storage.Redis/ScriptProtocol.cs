@@ -54,6 +54,7 @@ internal static class ScriptProtocol
     private static readonly RedisScript Fence = RedisScript.Load("fence");
     private static readonly RedisScript PutIfNewer = RedisScript.Load("put_if_newer");
     private static readonly RedisScript GetCurrent = RedisScript.Load("get_current");
+    private static readonly RedisScript CreateEmpty = RedisScript.Load("create_empty");
 
     /// <summary>
     /// check.lua over one subject's counters. KEYS: the records whose copies <see cref="CounterCheck.Expected"/> names
@@ -121,6 +122,10 @@ internal static class ScriptProtocol
 
         return new(Apply, [.. values.Select(v => RedisKeys.Counter(v.Key))], args);
     }
+
+    /// <summary>create_empty.lua over one subject's counters: ARGV[1] the time to live (ms). Answers how many it created.</summary>
+    public static ScriptCall CreateEmptyCounters(IReadOnlyList<CounterKey> keys, TimeSpan ttl) =>
+        new(CreateEmpty, [.. keys.Select(RedisKeys.Counter)], [(long)ttl.TotalMilliseconds]);
 
     /// <summary>fence.lua over one subject's counters: ARGV[1] the fence version, ARGV[2] the time to live (ms).</summary>
     public static ScriptCall FenceCounters(IReadOnlyList<CounterKey> keys, long fence, TimeSpan ttl) =>

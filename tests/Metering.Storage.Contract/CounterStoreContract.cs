@@ -188,6 +188,61 @@ public sealed class CounterStoreContract(StorageBackend backend) : ContractFixtu
         Assert.That(await Ports.Counters.InspectAsync(Key(subject, Calls), Token), Is.EqualTo(new CounterSnapshot(2, 0, 6)));
     }
 
+    [Test]
+    public async Task Counters_create_empty_creates_missing_counters_at_zero_below_every_ledger_version()
+    {
+        var subject = NewId("subject");
+
+        var created = await Ports.Counters.CreateEmptyAsync([Key(subject), Key(subject, Calls)], Token);
+        var check = await Ports.Counters.CheckAsync(Check(subject, Minutes, Calls), Token);
+        var again = await Ports.Counters.CreateEmptyAsync([Key(subject), Key(subject, Calls)], Token);
+        await Ports.Counters.ApplyAsync([Value(subject, Minutes, 4, 1, 1)], Token);
+
+        Assert.Multiple(async () =>
+        {
+            Assert.That(created, Is.EqualTo(2));
+            Assert.That(check.Readings, Is.EqualTo(new[] { new CounterReading(0, 0), new CounterReading(0, 0) }));
+            Assert.That(again, Is.Zero, "a counter that exists is not created again");
+            Assert.That(await Ports.Counters.InspectAsync(Key(subject), Token), Is.EqualTo(new CounterSnapshot(4, 1, 1)),
+                "the lowest ledger version replaces an empty counter");
+        });
+    }
+
+    [Test]
+    public async Task Counters_create_empty_leaves_a_cached_value_alone_whatever_its_version()
+    {
+        var subject = NewId("subject");
+        await Ports.Counters.ApplyAsync([Value(subject, Minutes, 7, 2, 1)], Token);
+
+        var created = await Ports.Counters.CreateEmptyAsync([Key(subject)], Token);
+
+        Assert.Multiple(async () =>
+        {
+            Assert.That(created, Is.Zero);
+            Assert.That(await Ports.Counters.InspectAsync(Key(subject), Token), Is.EqualTo(new CounterSnapshot(7, 2, 1)));
+        });
+    }
+
+    [Test]
+    public async Task Counters_create_empty_leaves_a_fence_alone_and_a_later_fence_empties_it()
+    {
+        var subject = NewId("subject");
+        await Ports.Counters.FenceAsync([Key(subject)], 1, Token);
+
+        var createdOverFence = await Ports.Counters.CreateEmptyAsync([Key(subject)], Token);
+        var fenced = await Ports.Counters.CheckAsync(Check(subject, Minutes), Token);
+        await Ports.Counters.CreateEmptyAsync([Key(subject, Calls)], Token);
+        await Ports.Counters.FenceAsync([Key(subject, Calls)], 1, Token);
+        var fencedAfter = await Ports.Counters.CheckAsync(Check(subject, Calls), Token);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(createdOverFence, Is.Zero, "a fenced counter is rebuilt from the ledger, not created empty");
+            Assert.That(fenced.Missing, Is.EqualTo(new[] { Key(subject) }));
+            Assert.That(fencedAfter.Missing, Is.EqualTo(new[] { Key(subject, Calls) }), "the lowest fence empties a created counter");
+        });
+    }
+
     private static CounterValue Value(string subject, string usageType, long total, long held, long version) =>
         new(Key(subject, usageType), total, held, version);
 

@@ -21,10 +21,27 @@ public sealed class SubscriptionStoreContract(StorageBackend backend) : Contract
 
         Assert.Multiple(() =>
         {
-            Assert.That(first, Has.Property(nameof(Subscription.PlanId)).EqualTo(Plan)
+            Assert.That(first.Subscription, Has.Property(nameof(Subscription.PlanId)).EqualTo(Plan)
                 .And.Property(nameof(Subscription.Calendar)).EqualTo(DefaultCalendar)
                 .And.Property(nameof(Subscription.Version)).EqualTo(1));
-            Assert.That(second, Is.EqualTo(first), "enrolled once");
+            Assert.That(second.Subscription, Is.EqualTo(first.Subscription), "enrolled once");
+            Assert.That(first.Enrolled, Is.True, "the first read enrolled the subject");
+            Assert.That(second.Enrolled, Is.False, "the second read found it");
+        });
+    }
+
+    [Test]
+    public async Task Subscriptions_first_read_of_a_subject_created_by_a_save_does_not_enroll()
+    {
+        var subject = NewId("subject");
+        var change = await Ports.Subscriptions.SaveAsync(subject, Plan, DefaultCalendar, Whole(Now()), Token);
+
+        var read = await Ports.Subscriptions.GetOrEnrollAsync(subject, Plan, Now(), Token);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(read.Enrolled, Is.False, "the subject may have events already: only an enrolment says it has none");
+            Assert.That(read.Subscription, Is.EqualTo(change.Subscription));
         });
     }
 
@@ -38,7 +55,8 @@ public sealed class SubscriptionStoreContract(StorageBackend backend) : Contract
 
         Assert.Multiple(() =>
         {
-            Assert.That(all.Select(s => s.Version).Distinct(), Is.EqualTo(new[] { 1L }));
+            Assert.That(all.Select(s => s.Subscription.Version).Distinct(), Is.EqualTo(new[] { 1L }));
+            Assert.That(all.Count(s => s.Enrolled), Is.EqualTo(1), "exactly one of the concurrent reads says it enrolled the subject");
             Assert.That(changes, Has.Count.EqualTo(1));
         });
     }
@@ -50,7 +68,7 @@ public sealed class SubscriptionStoreContract(StorageBackend backend) : Contract
         var calendar = new BillingCalendar("Europe/Berlin", 15);
 
         var change = await Ports.Subscriptions.SaveAsync(subject, Plan, calendar, Whole(Now()), Token);
-        var read = await Ports.Subscriptions.GetOrEnrollAsync(subject, Plan, Now(), Token);
+        var read = (await Ports.Subscriptions.GetOrEnrollAsync(subject, Plan, Now(), Token)).Subscription;
 
         Assert.Multiple(() =>
         {
@@ -67,7 +85,7 @@ public sealed class SubscriptionStoreContract(StorageBackend backend) : Contract
 
         var change = await Ports.Subscriptions.SaveAsync(subject, Plan, new BillingCalendar("UTC", 3), Whole(Now()), Token);
 
-        Assert.That(await Ports.Subscriptions.GetOrEnrollAsync(subject, "ignored", Now(), Token), Is.EqualTo(change.Subscription));
+        Assert.That((await Ports.Subscriptions.GetOrEnrollAsync(subject, "ignored", Now(), Token)).Subscription, Is.EqualTo(change.Subscription));
     }
 
     [Test]
@@ -112,7 +130,7 @@ public sealed class SubscriptionStoreContract(StorageBackend backend) : Contract
         Assert.Multiple(async () =>
         {
             Assert.That(error!.Violations.Select(v => v.Field), Is.EqualTo(new[] { "plan_id" }));
-            Assert.That((await Ports.Subscriptions.GetOrEnrollAsync(subject, Plan, Now(), Token)).Version, Is.EqualTo(1));
+            Assert.That((await Ports.Subscriptions.GetOrEnrollAsync(subject, Plan, Now(), Token)).Subscription.Version, Is.EqualTo(1));
         });
     }
 

@@ -50,6 +50,18 @@ public sealed class ScriptProtocolTests
     }
 
     [Test]
+    public void CreateEmptyCounters_SendsTheCounterKeysUnderTheSubjectsHashTag_AndTheTimeToLive()
+    {
+        var call = ScriptProtocol.CreateEmptyCounters([.. Check.Lines.Select(l => l.Key)], TimeSpan.FromMinutes(15));
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(call.Keys.Select(k => k.ToString()), Is.EqualTo(new[] { "mtr:{alice}:c:minutes:1772323200", "mtr:{alice}:c:interviews:1772323200" }));
+            Assert.That(call.Args.Select(a => (long)a), Is.EqualTo(new[] { 900_000L }));
+        });
+    }
+
+    [Test]
     public void ReadCheck_Stale_AsksTheCallerToReload()
     {
         var result = ScriptProtocol.ReadCheck(Answer(ScriptProtocol.CheckStale), Check);

@@ -18,6 +18,14 @@ public interface ICounterStore
     /// </summary>
     Task<CounterCheckResult> CheckAsync(CounterCheck check, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// For a subject whose enrolment the caller has just committed (so it has no events and no holds yet): creates each
+    /// of these counters that the store has in no form at all (no value, no fence, no record of another server's life)
+    /// with total 0 and held 0 at version 0, below every ledger version, so that any ledger value or fence replaces it.
+    /// Changes nothing that exists. Returns how many it created.
+    /// </summary>
+    Task<int> CreateEmptyAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken);
+
     /// <summary>Stores ledger values that are newer than the cached ones.</summary>
     Task ApplyAsync(IReadOnlyList<CounterValue> values, CancellationToken cancellationToken);
 

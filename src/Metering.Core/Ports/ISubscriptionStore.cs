@@ -7,8 +7,13 @@ namespace Metering.Core.Ports;
 /// <summary>Subscriptions of record (PostgreSQL).</summary>
 public interface ISubscriptionStore
 {
-    /// <summary>The subject's subscription, enrolling it on <paramref name="defaultPlanId"/> with the default calendar the first time.</summary>
-    Task<Subscription> GetOrEnrollAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken);
+    /// <summary>
+    /// The subject's subscription, enrolling it on <paramref name="defaultPlanId"/> with the default calendar the first
+    /// time. <see cref="SubscriptionOfRecord.Enrolled"/> says that this very call enrolled it: of any number of
+    /// concurrent first calls exactly one does, and the subject it enrolled has no events and no holds (they need the
+    /// subscription, which did not exist until this call committed it).
+    /// </summary>
+    Task<SubscriptionOfRecord> GetOrEnrollAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken);
 
     /// <summary>
     /// Stores the subscription with a higher version and queues it for the cache in the same transaction (so every
@@ -18,6 +23,9 @@ public interface ISubscriptionStore
     /// </summary>
     Task<SubscriptionChange> SaveAsync(string subjectId, string planId, BillingCalendar calendar, Instant now, CancellationToken cancellationToken);
 }
+
+/// <summary>A subscription as the store of record has it, and whether the call that read it also enrolled the subject.</summary>
+public sealed record SubscriptionOfRecord(Subscription Subscription, bool Enrolled);
 
 /// <summary>The stored subscription and the counter version that fences off totals computed before it.</summary>
 public sealed record SubscriptionChange(Subscription Subscription, long CounterFence);

@@ -8,8 +8,11 @@ using Microsoft.Extensions.Logging;
 
 namespace Metering.Core.Subscriptions;
 
-/// <summary>A subject's subscription together with its plan.</summary>
-public sealed record SubjectPlan(Subscription Subscription, Plan Plan);
+/// <summary>
+/// A subject's subscription together with its plan. <see cref="EnrolledAt"/>: this very call enrolled the subject, and
+/// began to at this <see cref="TimeProvider.GetTimestamp"/>; it had no events and no holds then.
+/// </summary>
+public sealed record SubjectPlan(Subscription Subscription, Plan Plan, long? EnrolledAt = null);
 
 /// <summary>Finds, enrolls and changes subscriptions: the cache first, the store of record behind it.</summary>
 public sealed partial class SubscriptionDirectory(
@@ -56,14 +59,28 @@ public sealed partial class SubscriptionDirectory(
     /// <summary>As <see cref="ResolveAsync(string, CancellationToken)"/>, from a <see cref="PeekAsync"/> already under way.</summary>
     public async Task<SubjectPlan> ResolveAsync(string subjectId, Task<Subscription?> peeked, CancellationToken cancellationToken)
     {
-        var subscription = await peeked;
-        if (subscription is null)
+        var (subject, cached) = await ResolveSendingAsync(subjectId, peeked, cancellationToken);
+        await cached;
+        return subject;
+    }
+
+    /// <summary>
+    /// As <see cref="ResolveAsync(string, Task{Subscription?}, CancellationToken)"/>, except that a subscription read
+    /// from the store of record is only sent to the shared cache: <c>Cached</c> completes once the cache has it (a
+    /// failure is logged, not thrown). A caller that sends its next cache command before awaiting it pays one round trip
+    /// for both. A subject enrolled by this call comes with <see cref="SubjectPlan.EnrolledAt"/>.
+    /// </summary>
+    public async Task<(SubjectPlan Subject, Task Cached)> ResolveSendingAsync(string subjectId, Task<Subscription?> peeked, CancellationToken cancellationToken)
+    {
+        if (await peeked is { } subscription)
         {
-            subscription = await LoadAsync(subjectId, cancellationToken);
-            await PutInCacheAsync(subscription, cancellationToken);
+            return (WithPlan(subscription), Task.CompletedTask);
         }
 
-        return WithPlan(subscription);
+        var started = time.GetTimestamp();
+        var loaded = await LoadAsync(subjectId, cancellationToken);
+        var cached = PutInCacheAsync(loaded.Subscription, cancellationToken);
+        return (WithPlan(loaded.Subscription, loaded.Enrolled ? started : null), cached);
     }
 
     /// <summary>GetSubscription: validates, then resolves as every call does.</summary>
@@ -76,7 +93,7 @@ public sealed partial class SubscriptionDirectory(
     /// <summary>The subscription as the store of record has it now, bypassing the cache.</summary>
     public async Task<SubjectPlan> ResolveFreshAsync(string subjectId, CancellationToken cancellationToken)
     {
-        var subscription = await LoadAsync(subjectId, cancellationToken);
+        var subscription = (await LoadAsync(subjectId, cancellationToken)).Subscription;
         await PutInCacheAsync(subscription, cancellationToken);
         return WithPlan(subscription);
     }
@@ -111,9 +128,9 @@ public sealed partial class SubscriptionDirectory(
 
     /// <summary>Puts the subscription of record into the shared cache; fails when the cache does (the outbox drain retries).</summary>
     public async Task RefreshCacheAsync(string subjectId, CancellationToken cancellationToken) =>
-        await cache.PutAsync(await LoadAsync(subjectId, cancellationToken), cancellationToken);
+        await cache.PutAsync((await LoadAsync(subjectId, cancellationToken)).Subscription, cancellationToken);
 
-    private Task<Subscription> LoadAsync(string subjectId, CancellationToken cancellationToken) =>
+    private Task<SubscriptionOfRecord> LoadAsync(string subjectId, CancellationToken cancellationToken) =>
         store.GetOrEnrollAsync(subjectId, settings.DefaultPlanId, time.GetUtcNow().ToInstant(), cancellationToken);
 
     private async Task PutInCacheAsync(Subscription subscription, CancellationToken cancellationToken)
@@ -128,8 +145,8 @@ public sealed partial class SubscriptionDirectory(
         }
     }
 
-    private SubjectPlan WithPlan(Subscription subscription) =>
-        new(Remember(subscription), catalog.Current.GetPlan(subscription.PlanId));
+    private SubjectPlan WithPlan(Subscription subscription, long? enrolledAt = null) =>
+        new(Remember(subscription), catalog.Current.GetPlan(subscription.PlanId), enrolledAt);
 
     /// <summary>Keeps the newest copy of each subscription resolved here.</summary>
     private Subscription Remember(Subscription subscription)

@@ -22,12 +22,9 @@ public sealed class CallContext(ICatalogProvider catalog, SubscriptionDirectory 
     /// </summary>
     public async Task<SubjectCall> BeginAsync(string subjectId, Action<RequestValidator> validate, CancellationToken cancellationToken)
     {
-        var peeked = subscriptions.PeekAsync(subjectId, cancellationToken);
-        var current = await catalog.RefreshAsync(cancellationToken);
-        var validator = new RequestValidator(current);
-        validate(validator);
-        validator.ThrowIfInvalid();
-        return new SubjectCall(current, await subscriptions.ResolveAsync(subjectId, peeked, cancellationToken));
+        var (call, cached) = await BeginSendingAsync(subjectId, validate, cancellationToken);
+        await cached;
+        return call;
     }
 
     /// <summary>
@@ -46,8 +43,17 @@ public sealed class CallContext(ICatalogProvider catalog, SubscriptionDirectory 
             return answer;
         }
 
-        return await read(await BeginAsync(subjectId, validate, cancellationToken))
-            ?? throw new InvalidOperationException("A call begun from the stores of record has nothing to confirm.");
+        // A subscription read from the store of record is on its way to the shared cache while the counters are read:
+        // both share one round trip.
+        var (call, cached) = await BeginSendingAsync(subjectId, validate, cancellationToken);
+        try
+        {
+            return await read(call) ?? throw new InvalidOperationException("A call begun from the stores of record has nothing to confirm.");
+        }
+        finally
+        {
+            await cached;
+        }
     }
 
     /// <summary>
@@ -73,6 +79,18 @@ public sealed class CallContext(ICatalogProvider catalog, SubscriptionDirectory 
             var fresh = await subscriptions.ResolveFreshAsync(call.SubjectId, cancellationToken);
             call = new SubjectCall(catalog.Current, fresh);
         }
+    }
+
+    /// <summary>As <see cref="BeginAsync"/>, with the subscription's way to the shared cache still under way (<c>Cached</c>).</summary>
+    private async Task<(SubjectCall Call, Task Cached)> BeginSendingAsync(string subjectId, Action<RequestValidator> validate, CancellationToken cancellationToken)
+    {
+        var peeked = subscriptions.PeekAsync(subjectId, cancellationToken);
+        var current = await catalog.RefreshAsync(cancellationToken);
+        var validator = new RequestValidator(current);
+        validate(validator);
+        validator.ThrowIfInvalid();
+        var (subject, cached) = await subscriptions.ResolveSendingAsync(subjectId, peeked, cancellationToken);
+        return (new SubjectCall(current, subject), cached);
     }
 
     /// <summary>A call on this instance's copies of the subscription and catalog; null when it has none, or the request needs the current catalog to judge.</summary>

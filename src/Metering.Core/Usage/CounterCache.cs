@@ -12,8 +12,17 @@ namespace Metering.Core.Usage;
 /// is unavailable, reads follow each usage type's <see cref="DegradedPolicy"/>. The cache never decides a grant: holds
 /// and enforced events are decided by the ledger.
 /// </summary>
-public sealed partial class CounterCache(ICounterStore counters, IUsageLedger ledger, MeteringMetrics metrics, ILogger<CounterCache> logger)
+public sealed partial class CounterCache(ICounterStore counters, IUsageLedger ledger, MeteringMetrics metrics, TimeProvider time, ILogger<CounterCache> logger)
 {
+    /// <summary>
+    /// How soon after its enrolment began a subject's counters may be created empty (<see cref="ICounterStore.CreateEmptyAsync"/>)
+    /// and trusted. An event committed since the enrolment has an outbox entry that no drain takes before
+    /// <see cref="CounterSync.MinAge"/> has passed, so even if its own apply was lost (a flush, a restart), the drain
+    /// brings the counter up to it later. Counters created later than this may hide such an event for good: they are
+    /// rebuilt from the ledger instead.
+    /// </summary>
+    public static readonly TimeSpan EnrolmentTrust = CounterSync.MinAge.ToTimeSpan() / 2;
+
     private const int MaxRebuilds = 3;
 
     /// <summary>Readings of every line, and whether they come from the degraded path instead of the counters.</summary>
@@ -32,7 +41,7 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
     {
         if (call.Unconfirmed is not { } expected)
         {
-            return await ReadAsync(call.SubjectId, lines, call.Policies(lines), cancellationToken);
+            return await ReadAsync(call.SubjectId, lines, call.Policies(lines), cancellationToken, call.Subject.EnrolledAt);
         }
 
         try
@@ -48,14 +57,16 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
     /// <summary>
     /// Reads every line from the counters, rebuilding missing ones from the ledger; when the counters are unavailable,
     /// from the ledger (<see cref="DegradedPolicy.Ledger"/>), failing open (<see cref="DegradedPolicy.Allow"/>) or
-    /// failing the call (<see cref="DegradedPolicy.Deny"/>), per line.
+    /// failing the call (<see cref="DegradedPolicy.Deny"/>), per line. With <paramref name="enrolledAt"/> (the subject
+    /// was enrolled by this call, see <see cref="Subscriptions.SubjectPlan.EnrolledAt"/>), counters the store has in no
+    /// form are created empty in the same round trip as the first read, instead of being rebuilt from the ledger.
     /// </summary>
-    public async Task<Reading> ReadAsync(string subjectId, IReadOnlyList<CounterLine> lines, IReadOnlyList<DegradedPolicy> policies, CancellationToken cancellationToken)
+    public async Task<Reading> ReadAsync(string subjectId, IReadOnlyList<CounterLine> lines, IReadOnlyList<DegradedPolicy> policies, CancellationToken cancellationToken, long? enrolledAt = null)
     {
         StoreUnavailableException unavailable;
         try
         {
-            return Reading.Exact((await ReadCountersAsync(subjectId, lines, null, cancellationToken))!);
+            return Reading.Exact((await ReadCountersAsync(subjectId, lines, null, cancellationToken, enrolledAt))!);
         }
         catch (StoreUnavailableException ex) when (ex.Store == StoreUnavailableException.Counter)
         {
@@ -116,12 +127,15 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
     }
 
     /// <summary>The counters' readings, rebuilding missing ones; null when <paramref name="expected"/> is not confirmed.</summary>
-    private async Task<IReadOnlyList<CounterReading>?> ReadCountersAsync(string subjectId, IReadOnlyList<CounterLine> lines, CacheVersions? expected, CancellationToken cancellationToken)
+    private async Task<IReadOnlyList<CounterReading>?> ReadCountersAsync(
+        string subjectId, IReadOnlyList<CounterLine> lines, CacheVersions? expected, CancellationToken cancellationToken, long? enrolledAt = null)
     {
         var check = new CounterCheck(subjectId, lines, expected);
         for (var rebuild = 0; ; rebuild++)
         {
-            var result = await counters.CheckAsync(check, cancellationToken);
+            var result = rebuild == 0 && enrolledAt is { } started
+                ? await CheckEnrolledAsync(check, started, cancellationToken)
+                : await counters.CheckAsync(check, cancellationToken);
             if (result.Stale)
             {
                 return null;
@@ -143,6 +157,27 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
             await counters.ApplyAsync(totals, cancellationToken);
             metrics.CountersRebuilt(totals.Count, "missing");
         }
+    }
+
+    /// <summary>
+    /// The first read of a subject enrolled by this call: its counters that the store has in no form are created empty
+    /// (the subject had no events and no holds), sent in the same flight as the read, so the read finds them. When the
+    /// creation came later than <see cref="EnrolmentTrust"/> after the enrolment began, every line is read as missing,
+    /// so it is rebuilt from the ledger (whose versions replace the empty ones).
+    /// </summary>
+    private async Task<CounterCheckResult> CheckEnrolledAsync(CounterCheck check, long enrolledAt, CancellationToken cancellationToken)
+    {
+        var keys = check.Lines.Select(l => l.Key).Distinct().ToList();
+        var creating = counters.CreateEmptyAsync(keys, cancellationToken);
+        var checking = counters.CheckAsync(check, cancellationToken);
+        await Task.WhenAll(creating, checking);
+        if (await creating > 0 && time.GetElapsedTime(enrolledAt) > EnrolmentTrust)
+        {
+            metrics.CountersRebuilt(keys.Count, "late_enrolment");
+            return CounterCheckResult.MissingCounters(keys);
+        }
+
+        return await checking;
     }
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "{Count} committed counter values not applied to the cache yet (the outbox drain will): {Reason}")]

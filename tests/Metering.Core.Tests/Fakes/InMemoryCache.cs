@@ -61,6 +61,9 @@ internal sealed class InMemoryCache : ICounterStore, ISubscriptionCache, ICatalo
             : new CounterCheckResult([], [.. check.Lines.Select(l => new CounterReading(_counters[l.Key].Total!.Value, _counters[l.Key].Held))]);
     });
 
+    public Task<int> CreateEmptyAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken) => Run(() =>
+        keys.Count(key => _counters.TryAdd(key, new Counter(0, 0, 0))));
+
     public Task ApplyAsync(IReadOnlyList<CounterValue> values, CancellationToken cancellationToken) => Run(() =>
     {
         foreach (var value in values)

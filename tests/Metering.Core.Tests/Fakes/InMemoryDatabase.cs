@@ -75,8 +75,11 @@ internal sealed class InMemoryDatabase(TimeProvider clock, PlanCatalog catalog) 
 
     // ----- ISubscriptionStore -----
 
-    public Task<Subscription> GetOrEnrollAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken) =>
-        Run(() => Enrolled(subjectId, defaultPlanId, now));
+    public Task<SubscriptionOfRecord> GetOrEnrollAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken) => Run(() =>
+    {
+        var known = _subscriptions.ContainsKey(subjectId);
+        return new SubscriptionOfRecord(Enrolled(subjectId, defaultPlanId, now), Enrolled: !known);
+    });
 
     public Task<SubscriptionChange> SaveAsync(string subjectId, string planId, BillingCalendar calendar, Instant now, CancellationToken cancellationToken) => Run(() =>
     {

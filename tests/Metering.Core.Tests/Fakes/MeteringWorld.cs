@@ -63,7 +63,7 @@ internal sealed class MeteringInstance : IDisposable
         var settings = new MeteringSettings();
         Catalog = new CatalogDirectory(world.Database, world.Cache, settings, world.Clock, NullLogger<CatalogDirectory>.Instance);
         Subscriptions = new SubscriptionDirectory(world.Database, world.Cache, world.Cache, Catalog, settings, world.Clock, NullLogger<SubscriptionDirectory>.Instance);
-        Counters = new CounterCache(world.Cache, world.Database, new MeteringMetrics(_meters), NullLogger<CounterCache>.Instance);
+        Counters = new CounterCache(world.Cache, world.Database, new MeteringMetrics(_meters), world.Clock, NullLogger<CounterCache>.Instance);
         var context = new CallContext(Catalog, Subscriptions);
         var recorder = new EventRecorder(world.Database, Counters, context, world.Clock);
         Meter = new UsageMeter(context, recorder, world.Database, Counters, Catalog, settings, world.Clock);

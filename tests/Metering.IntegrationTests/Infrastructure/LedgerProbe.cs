@@ -15,6 +15,10 @@ internal static class LedgerProbe
     public static async Task<long> EventCountAsync(MeteringHost host, string subject) =>
         await ScalarAsync(host, "SELECT COUNT(*) FROM usage_events WHERE subject_id = @s", subject, "");
 
+    /// <summary>Number of running total rows of a subject (every usage type and period).</summary>
+    public static async Task<long> TotalRowCountAsync(MeteringHost host, string subject) =>
+        await ScalarAsync(host, "SELECT COUNT(*) FROM usage_totals WHERE subject_id = @s", subject, "");
+
     /// <summary>The cached counters of a subject's usage type (every period), as Redis holds them.</summary>
     public static async Task<IReadOnlyList<(long Total, long Version)>> CountersAsync(MeteringHost host, string subject, string usageType)
     {

@@ -18,13 +18,15 @@ public sealed class MeteringHost : WebApplicationFactory<Program>
     private readonly string _postgres;
     private readonly string _redis;
     private readonly IReadOnlyDictionary<string, string?> _settings;
+    private readonly Action<IServiceCollection>? _services;
     private GrpcChannel? _channel;
 
-    private MeteringHost(string postgres, string redis, DateTimeOffset start, IReadOnlyDictionary<string, string?> settings)
+    private MeteringHost(string postgres, string redis, DateTimeOffset start, IReadOnlyDictionary<string, string?> settings, Action<IServiceCollection>? services)
     {
         _postgres = postgres;
         _redis = redis;
         _settings = settings;
+        _services = services;
         Clock = new FakeTimeProvider(start);
     }
 
@@ -66,13 +68,17 @@ public sealed class MeteringHost : WebApplicationFactory<Program>
         Server.BaseAddress,
         new GrpcChannelOptions { HttpHandler = new BearerHandler(apiKey, Server.CreateHandler()) });
 
-    /// <summary>Starts a host on the run's servers; <paramref name="database"/> defaults to the run's shared ledger database.</summary>
+    /// <summary>
+    /// Starts a host on the run's servers; <paramref name="database"/> defaults to the run's shared ledger database;
+    /// <paramref name="services"/> changes the host's services after the service registered its own.
+    /// </summary>
     public static async Task<MeteringHost> StartAsync(
         DateTimeOffset start,
         string? database = null,
-        IReadOnlyDictionary<string, string?>? settings = null)
+        IReadOnlyDictionary<string, string?>? settings = null,
+        Action<IServiceCollection>? services = null)
     {
-        var host = new MeteringHost(database ?? await SharedLedger.ConnectionStringAsync(), Servers.Instance.RedisConnectionString, start, settings ?? new Dictionary<string, string?>());
+        var host = new MeteringHost(database ?? await SharedLedger.ConnectionStringAsync(), Servers.Instance.RedisConnectionString, start, settings ?? new Dictionary<string, string?>(), services);
         _ = host.Server; // builds and starts the host: migrations, seed, catalog
         return host;
     }
@@ -99,6 +105,7 @@ public sealed class MeteringHost : WebApplicationFactory<Program>
         {
             services.RemoveAll<TimeProvider>();
             services.AddSingleton<TimeProvider>(Clock);
+            _services?.Invoke(services);
         });
     }
 

@@ -1,8 +1,8 @@
 using Metering.Core.History;
 using Metering.Core.Ports;
+using Metering.Core.Telemetry;
 using Metering.Core.Usage;
 using Metering.Storage.Postgres.Entities;
-using Metering.Core.Telemetry;
 using Microsoft.EntityFrameworkCore;
 using NodaTime;
 

@@ -1,7 +1,7 @@
 using Metering.Core.Ports;
 using Metering.Core.Subscriptions;
-using Metering.Storage.Postgres.Entities;
 using Metering.Core.Telemetry;
+using Metering.Storage.Postgres.Entities;
 using Microsoft.EntityFrameworkCore;
 using NodaTime;
 using Npgsql;

@@ -1,5 +1,7 @@
+using System.Diagnostics;
 using System.Net.Sockets;
 using Metering.Core.Errors;
+using Metering.Core.Telemetry;
 using Npgsql;
 using Polly;
 using Polly.Retry;
@@ -19,8 +21,12 @@ namespace Metering.Storage.Postgres;
 /// statement_timeout; a cancellation by the caller is not retried). EF Core hides these behind its own exceptions
 /// (InvalidOperationException, DbUpdateException, RetryLimitExceededException), so the inner chain is searched.
 /// </para>
+/// <para>
+/// Every call is measured here, once with its retries (<see cref="MeteringMetrics.RecordPostgresCall"/>): its
+/// operation name is one of the constant names the stores pass, and a failure carries the type of its cause.
+/// </para>
 /// </summary>
-internal static class LedgerGuard
+internal sealed class LedgerGuard(MeteringMetrics? metrics)
 {
     private static readonly ResiliencePipeline Pipeline = new ResiliencePipelineBuilder()
         .AddRetry(new RetryStrategyOptions
@@ -34,15 +40,26 @@ internal static class LedgerGuard
         })
         .Build();
 
-    public static async Task<T> RunAsync<T>(Func<CancellationToken, Task<T>> work, CancellationToken cancellationToken)
+    /// <summary>Runs <paramref name="work"/>; <paramref name="operation"/> names it in the metrics (a constant, e.g. "record").</summary>
+    public async Task<T> RunAsync<T>(string operation, Func<CancellationToken, Task<T>> work, CancellationToken cancellationToken)
     {
+        var started = Stopwatch.GetTimestamp();
         try
         {
-            return await Pipeline.ExecuteAsync(static async (work, token) => await work(token), work, cancellationToken);
+            var result = await Pipeline.ExecuteAsync(static async (work, token) => await work(token), work, cancellationToken);
+            metrics?.RecordPostgresCall(operation, Stopwatch.GetElapsedTime(started));
+            return result;
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested && IsTransient(ex))
         {
-            throw new StoreUnavailableException("ledger", Cause(ex) ?? ex);
+            var cause = Cause(ex) ?? ex;
+            metrics?.RecordPostgresCall(operation, Stopwatch.GetElapsedTime(started), cause.GetType().Name);
+            throw new StoreUnavailableException("ledger", cause);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            metrics?.RecordPostgresCall(operation, Stopwatch.GetElapsedTime(started), ex.GetType().Name);
+            throw;
         }
     }
 

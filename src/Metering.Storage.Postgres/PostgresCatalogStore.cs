@@ -3,6 +3,7 @@ using Metering.Core.Catalog;
 using Metering.Core.Errors;
 using Metering.Core.Periods;
 using Metering.Core.Ports;
+using Metering.Core.Telemetry;
 using Metering.Storage.Postgres.Entities;
 using Microsoft.EntityFrameworkCore;
 using NodaTime;
@@ -15,8 +16,10 @@ namespace Metering.Storage.Postgres;
 /// (so catalog writers are serialized and versions are gap-free), stamps the changed plan with the new version and
 /// writes an audit row.
 /// </summary>
-public sealed class PostgresCatalogStore(IDbContextFactory<MeteringDbContext> contexts) : ICatalogStore
+public sealed class PostgresCatalogStore(IDbContextFactory<MeteringDbContext> contexts, MeteringMetrics? metrics = null) : ICatalogStore
 {
+    private readonly LedgerGuard _guard = new(metrics);
+
     /// <summary>
     /// Adds the seed's usage types and plans that the database does not have yet, as long as the catalog was never
     /// changed through the AdminService (version 1); never changes existing ones. Once edited, the database alone
@@ -50,10 +53,11 @@ public sealed class PostgresCatalogStore(IDbContextFactory<MeteringDbContext> co
     }
 
     public Task<StoredCatalog> LoadAsync(CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(LoadOnceAsync, cancellationToken);
+        _guard.RunAsync("load_catalog", LoadOnceAsync, cancellationToken);
 
     public Task<long> GetVersionAsync(CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(
+        _guard.RunAsync(
+            "get_catalog_version",
             async token =>
             {
                 await using var db = await contexts.CreateDbContextAsync(token);
@@ -62,7 +66,8 @@ public sealed class PostgresCatalogStore(IDbContextFactory<MeteringDbContext> co
             cancellationToken);
 
     public Task<long> SavePlanAsync(Plan plan, Instant now, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(
+        _guard.RunAsync(
+            "save_plan",
             token => ChangeAsync(now, "plan_upserted", plan.Id, Payload(plan), async (db, version, t) =>
             {
                 var row = await db.Plans.Include(p => p.Limits).SingleOrDefaultAsync(p => p.Id == plan.Id, t);
@@ -83,7 +88,8 @@ public sealed class PostgresCatalogStore(IDbContextFactory<MeteringDbContext> co
             cancellationToken);
 
     public Task<long> DeletePlanAsync(string planId, Instant now, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(
+        _guard.RunAsync(
+            "delete_plan",
             token => ChangeAsync(now, "plan_deleted", planId, "{}", async (db, _, t) =>
             {
                 var subscribers = await db.Subscriptions.CountAsync(s => s.PlanId == planId, t);
@@ -108,7 +114,8 @@ public sealed class PostgresCatalogStore(IDbContextFactory<MeteringDbContext> co
             cancellationToken);
 
     public Task<long> SaveUsageTypeAsync(UsageType usageType, Instant now, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(
+        _guard.RunAsync(
+            "save_usage_type",
             token => ChangeAsync(now, "usage_type_upserted", usageType.Name, Payload(usageType), async (db, _, t) =>
             {
                 var row = await db.UsageTypes.SingleOrDefaultAsync(u => u.Name == usageType.Name, t);

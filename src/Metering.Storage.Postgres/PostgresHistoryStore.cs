@@ -1,5 +1,6 @@
 using Metering.Core.History;
 using Metering.Core.Ports;
+using Metering.Core.Telemetry;
 using Metering.Core.Usage;
 using Metering.Storage.Postgres.Entities;
 using Microsoft.EntityFrameworkCore;
@@ -8,13 +9,16 @@ using NodaTime;
 namespace Metering.Storage.Postgres;
 
 /// <summary>History reads on PostgreSQL: ledger events (keyset-paged) and the subscription audit.</summary>
-public sealed class PostgresHistoryStore(IDbContextFactory<MeteringDbContext> contexts) : IHistoryStore
+public sealed class PostgresHistoryStore(IDbContextFactory<MeteringDbContext> contexts, MeteringMetrics? metrics = null) : IHistoryStore
 {
+    private readonly LedgerGuard _guard = new(metrics);
+
     public Task<IReadOnlyList<LedgerEvent>> ListEventsAsync(EventQuery query, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(token => ListEventsOnceAsync(query, token), cancellationToken);
+        _guard.RunAsync("list_events", token => ListEventsOnceAsync(query, token), cancellationToken);
 
     public Task<IReadOnlyList<SubscriptionChangeRecord>> ListSubscriptionChangesAsync(string subjectId, int limit, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync<IReadOnlyList<SubscriptionChangeRecord>>(
+        _guard.RunAsync<IReadOnlyList<SubscriptionChangeRecord>>(
+            "list_subscription_changes",
             async token =>
             {
                 await using var db = await contexts.CreateDbContextAsync(token);

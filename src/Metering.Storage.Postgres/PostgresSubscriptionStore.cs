@@ -1,5 +1,6 @@
 using Metering.Core.Ports;
 using Metering.Core.Subscriptions;
+using Metering.Core.Telemetry;
 using Metering.Storage.Postgres.Entities;
 using Microsoft.EntityFrameworkCore;
 using NodaTime;
@@ -8,16 +9,18 @@ using Npgsql;
 namespace Metering.Storage.Postgres;
 
 /// <summary>Subscriptions of record on PostgreSQL.</summary>
-public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContext> contexts) : ISubscriptionStore
+public sealed class PostgresSubscriptionStore(IDbContextFactory<MeteringDbContext> contexts, MeteringMetrics? metrics = null) : ISubscriptionStore
 {
+    private readonly LedgerGuard _guard = new(metrics);
+
     /// <summary>Totals of periods that ended longer ago than this are past any late event and are left as they are.</summary>
     private static readonly Duration LateEventWindow = Duration.FromDays(36);
 
     public Task<SubscriptionOfRecord> GetOrEnrollAsync(string subjectId, string defaultPlanId, Instant now, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(token => GetOrEnrollOnceAsync(subjectId, defaultPlanId, now, token), cancellationToken);
+        _guard.RunAsync("get_or_enroll", token => GetOrEnrollOnceAsync(subjectId, defaultPlanId, now, token), cancellationToken);
 
     public Task<SubscriptionChange> SaveAsync(string subjectId, string planId, BillingCalendar calendar, Instant now, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(token => SaveOnceAsync(subjectId, planId, calendar, now, token), cancellationToken);
+        _guard.RunAsync("save_subscription", token => SaveOnceAsync(subjectId, planId, calendar, now, token), cancellationToken);
 
     /// <summary>
     /// One round trip, known subject or new: the enrolment and its history entry in one statement

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.ExceptionServices;
 using System.Text.Json;
 using Metering.Core.Subscriptions;
@@ -198,9 +199,11 @@ public sealed partial class PostgresUsageLedger
             .ToList();
         try
         {
+            var started = Stopwatch.GetTimestamp();
             var results = await CommitBatchAsync(live, oneByOne: false, abandoned.Token)
                 ?? await CommitBatchAsync(live, oneByOne: true, abandoned.Token)
                 ?? throw new InvalidOperationException("A batch run one write at a time asked to be run again.");
+            _metrics?.RecordLedgerCommit(Stopwatch.GetElapsedTime(started), live.Count);
             for (var i = 0; i < live.Count; i++)
             {
                 _ = results[i] switch

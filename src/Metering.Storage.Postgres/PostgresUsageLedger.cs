@@ -1,4 +1,5 @@
 using Metering.Core.Ports;
+using Metering.Core.Telemetry;
 using Metering.Core.Usage;
 using Metering.Storage.Postgres.Entities;
 using Microsoft.EntityFrameworkCore;
@@ -20,24 +21,29 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
 {
     private readonly IDbContextFactory<MeteringDbContext> _contexts;
     private readonly GroupCommitQueue<PendingWrite> _writes;
+    private readonly LedgerGuard _guard;
+    private readonly MeteringMetrics? _metrics;
 
-    public PostgresUsageLedger(IDbContextFactory<MeteringDbContext> contexts, IOptions<LedgerWriteOptions>? options = null)
+    public PostgresUsageLedger(IDbContextFactory<MeteringDbContext> contexts, IOptions<LedgerWriteOptions>? options = null, MeteringMetrics? metrics = null)
     {
         _contexts = contexts;
+        _metrics = metrics;
+        _guard = new LedgerGuard(metrics);
         var settings = options?.Value ?? new LedgerWriteOptions();
         _writes = new GroupCommitQueue<PendingWrite>(RunBatchAsync, settings.WriteConnections, settings.MaxWriteBatch);
     }
 
     /// <summary>Recorded in the next group commit (see <see cref="RunBatchAsync"/>); returns after it committed.</summary>
     public Task<RecordOutcome> RecordAsync(UsageEvent usageEvent, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(token => SubmitAsync<RecordOutcome>(new PendingWrite(usageEvent.SubjectId, usageEvent, null, token)), cancellationToken);
+        _guard.RunAsync("record", token => SubmitAsync<RecordOutcome>(new PendingWrite(usageEvent.SubjectId, usageEvent, null, token)), cancellationToken);
 
     /// <summary>Decided and placed in the next group commit (see <see cref="RunBatchAsync"/>); returns after it committed.</summary>
     public Task<HoldOutcome> HoldAsync(HoldRequest request, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(token => SubmitAsync<HoldOutcome>(new PendingWrite(request.SubjectId, null, request, token)), cancellationToken);
+        _guard.RunAsync("hold", token => SubmitAsync<HoldOutcome>(new PendingWrite(request.SubjectId, null, request, token)), cancellationToken);
 
     public Task<CounterChanges?> ReleaseHoldAsync(string subjectId, string reservationId, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(
+        _guard.RunAsync(
+            "release_hold",
             async token =>
             {
                 await using var db = await _contexts.CreateDbContextAsync(token);
@@ -56,7 +62,8 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
             cancellationToken);
 
     public Task<PlacedHold?> FindHoldAsync(string subjectId, string reservationId, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(
+        _guard.RunAsync(
+            "find_hold",
             async token =>
             {
                 await using var db = await _contexts.CreateDbContextAsync(token);
@@ -69,7 +76,8 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
             cancellationToken);
 
     public Task<IReadOnlyList<HoldInfo>> ListLiveHoldsAsync(CounterKey key, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync<IReadOnlyList<HoldInfo>>(
+        _guard.RunAsync<IReadOnlyList<HoldInfo>>(
+            "list_live_holds",
             async token =>
             {
                 await using var db = await _contexts.CreateDbContextAsync(token);
@@ -89,7 +97,7 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
             cancellationToken);
 
     public Task<string?> FindFingerprintAsync(string subjectId, string idempotencyKey, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(token => FindFingerprintOnceAsync(subjectId, idempotencyKey, token), cancellationToken);
+        _guard.RunAsync("find_fingerprint", token => FindFingerprintOnceAsync(subjectId, idempotencyKey, token), cancellationToken);
 
     /// <summary>
     /// One round trip for every key: total rows nobody wrote to yet are created from their events and live holds (in
@@ -97,7 +105,8 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
     /// every key's row is read by a second statement, which also sees rows another transaction created meanwhile.
     /// </summary>
     public Task<IReadOnlyList<CounterValue>> GetTotalsAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync<IReadOnlyList<CounterValue>>(
+        _guard.RunAsync<IReadOnlyList<CounterValue>>(
+            "get_totals",
             async token =>
             {
                 if (keys.Count == 0)
@@ -136,7 +145,8 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
             cancellationToken);
 
     public Task<LedgerSnapshot> InspectAsync(CounterKey key, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(
+        _guard.RunAsync(
+            "inspect",
             async token =>
             {
                 await using var db = await _contexts.CreateDbContextAsync(token);
@@ -158,7 +168,8 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
             cancellationToken);
 
     public Task<(CounterValue Value, bool RowFixed)> ReconcileAsync(CounterKey key, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(
+        _guard.RunAsync(
+            "reconcile",
             async token =>
             {
                 await using var db = await _contexts.CreateDbContextAsync(token);
@@ -190,7 +201,8 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
             cancellationToken);
 
     public Task<IReadOnlyList<string>> ListActiveSubjectsAsync(Instant now, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync<IReadOnlyList<string>>(
+        _guard.RunAsync<IReadOnlyList<string>>(
+            "list_active_subjects",
             async token =>
             {
                 await using var db = await _contexts.CreateDbContextAsync(token);
@@ -205,11 +217,20 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
             cancellationToken);
 
     public Task<int> DrainOutboxAsync(Func<OutboxBatch, Task> apply, Duration minAge, int max, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(
+        _guard.RunAsync(
+            "drain_outbox",
             async token =>
             {
                 await using var db = await _contexts.CreateDbContextAsync(token);
                 await using var transaction = await db.Database.BeginTransactionAsync(token);
+                if (_metrics is not null)
+                {
+                    // Every entry waiting, this batch's included (the table is a queue: it stays short).
+                    _metrics.SetOutboxBacklog(await db.Database
+                        .SqlQuery<long>($"SELECT count(*) AS \"Value\" FROM counter_outbox")
+                        .SingleAsync(token));
+                }
+
                 var age = minAge.ToTimeSpan();
                 var rows = await db.Database
                     .SqlQuery<OutboxRow>($"""
@@ -250,7 +271,8 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
             cancellationToken);
 
     public Task<int> ExpireHoldsAsync(int max, CancellationToken cancellationToken) =>
-        LedgerGuard.RunAsync(
+        _guard.RunAsync(
+            "expire_holds",
             async token =>
             {
                 await using var db = await _contexts.CreateDbContextAsync(token);
@@ -282,6 +304,14 @@ public sealed partial class PostgresUsageLedger : IUsageLedger
                     await RefreshCountersAsync(db, subjectId, [.. lines.Select(l => new HoldRange(l.UsageType, l.Start, l.End))], token);
                     await transaction.CommitAsync(token);
                     expired += lines.Select(l => l.ReservationId).Distinct(StringComparer.Ordinal).Count();
+                }
+
+                if (_metrics is not null)
+                {
+                    // Once a second, after the expired ones ended: a count over the partial index of live holds.
+                    _metrics.SetLiveHolds(await db.Database
+                        .SqlQuery<long>($"SELECT count(*) AS \"Value\" FROM holds WHERE ended_at IS NULL")
+                        .SingleAsync(token));
                 }
 
                 return expired;

@@ -11,8 +11,8 @@ namespace Metering.Storage.Redis;
 public sealed class RedisCatalogVersionCache(IConnectionMultiplexer redis, RedisGuard guard, RedisOptions options) : ICatalogVersionCache
 {
     public async Task<long?> GetAsync(string catalogId, CancellationToken cancellationToken) =>
-        ScriptProtocol.ReadCatalogVersion(await guard.RunAsync(() => ScriptProtocol.GetCatalogVersion(catalogId).RunAsync(redis.GetDatabase()), cancellationToken));
+        ScriptProtocol.ReadCatalogVersion(await guard.RunAsync("get_catalog_version", () => ScriptProtocol.GetCatalogVersion(catalogId).RunAsync(redis.GetDatabase()), cancellationToken));
 
     public async Task PutAsync(string catalogId, long version, CancellationToken cancellationToken) =>
-        await guard.RunAsync(() => ScriptProtocol.PutCatalogVersion(catalogId, version, options.CatalogVersionTtl).RunAsync(redis.GetDatabase()), cancellationToken);
+        await guard.RunAsync("put_catalog_version", () => ScriptProtocol.PutCatalogVersion(catalogId, version, options.CatalogVersionTtl).RunAsync(redis.GetDatabase()), cancellationToken);
 }

@@ -24,11 +24,11 @@ public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard g
     {
         if (check.Expected is not { } expected || IsCluster != true)
         {
-            return ScriptProtocol.ReadCheck(await guard.RunAsync(() => ScriptProtocol.CheckCounters(check).RunAsync(Database), cancellationToken), check);
+            return ScriptProtocol.ReadCheck(await guard.RunAsync("check", () => ScriptProtocol.CheckCounters(check).RunAsync(Database), cancellationToken), check);
         }
 
-        var catalog = guard.RunAsync(() => ScriptProtocol.GetCatalogVersion(expected.CatalogId).RunAsync(Database), cancellationToken);
-        var counters = guard.RunAsync(() => ScriptProtocol.CheckCounters(check, withCatalog: false).RunAsync(Database), cancellationToken);
+        var catalog = guard.RunAsync("get_catalog_version", () => ScriptProtocol.GetCatalogVersion(expected.CatalogId).RunAsync(Database), cancellationToken);
+        var counters = guard.RunAsync("check", () => ScriptProtocol.CheckCounters(check, withCatalog: false).RunAsync(Database), cancellationToken);
         await Task.WhenAll(catalog, counters);
         return ScriptProtocol.IsCatalogCurrent(await catalog, expected.Catalog)
             ? ScriptProtocol.ReadCheck(await counters, check)
@@ -43,7 +43,7 @@ public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard g
             .Select(subject =>
             {
                 var call = ScriptProtocol.CreateEmptyCounters([.. subject], options.CounterTtl);
-                return guard.RunAsync(() => call.RunAsync(Database), cancellationToken);
+                return guard.RunAsync("create_empty", () => call.RunAsync(Database), cancellationToken);
             })
             .ToList();
         return (await Task.WhenAll(calls)).Sum(created => (int)created);
@@ -57,7 +57,7 @@ public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard g
             .Select(subject =>
             {
                 var call = ScriptProtocol.ApplyValues([.. subject], options.CounterTtl);
-                return guard.RunAsync(() => call.RunAsync(Database), cancellationToken);
+                return guard.RunAsync("apply", () => call.RunAsync(Database), cancellationToken);
             })
             .ToList();
         await Task.WhenAll(calls);
@@ -68,18 +68,18 @@ public sealed class RedisCounterStore(IConnectionMultiplexer redis, RedisGuard g
         foreach (var subject in keys.GroupBy(k => k.SubjectId, StringComparer.Ordinal))
         {
             var call = ScriptProtocol.FenceCounters([.. subject], fence, options.CounterTtl);
-            await guard.RunAsync(() => call.RunAsync(Database), cancellationToken);
+            await guard.RunAsync("fence", () => call.RunAsync(Database), cancellationToken);
         }
     }
 
     public async Task<CounterSnapshot> InspectAsync(CounterKey key, CancellationToken cancellationToken) =>
-        ScriptProtocol.ReadCounter(await guard.RunAsync(() => Database.HashGetAllAsync(RedisKeys.Counter(key)), cancellationToken));
+        ScriptProtocol.ReadCounter(await guard.RunAsync("inspect", () => Database.HashGetAllAsync(RedisKeys.Counter(key)), cancellationToken));
 
     public async Task EvictAsync(IReadOnlyList<CounterKey> keys, CancellationToken cancellationToken)
     {
         foreach (var key in keys)
         {
-            await guard.RunAsync(() => Database.KeyDeleteAsync(RedisKeys.Counter(key)), cancellationToken);
+            await guard.RunAsync("evict", () => Database.KeyDeleteAsync(RedisKeys.Counter(key)), cancellationToken);
         }
     }
 }

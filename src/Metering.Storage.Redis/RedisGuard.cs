@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Metering.Core.Errors;
+using Metering.Core.Telemetry;
 using Microsoft.Extensions.Logging;
 using Polly;
 using Polly.CircuitBreaker;
@@ -27,6 +28,11 @@ namespace Metering.Storage.Redis;
 /// <see cref="IsAvailable"/>, <see cref="Degraded"/> and <see cref="Recovered"/> tell the rest of the service when
 /// Redis is known to be down (the breaker is open) and when it is back (a call went through again).
 /// </para>
+/// <para>
+/// Every call is measured here, once with its retries (<see cref="MeteringMetrics.RecordRedisCall"/>): its operation
+/// name is one of the constant names the adapters pass (the script or command), and a failure carries the exception's
+/// type (<c>BrokenCircuitException</c> for a call refused while Redis is known to be down).
+/// </para>
 /// </summary>
 public sealed partial class RedisGuard
 {
@@ -39,15 +45,17 @@ public sealed partial class RedisGuard
     private readonly ResiliencePipeline _pipeline;
     private readonly CircuitBreakerStateProvider _breaker = new();
     private readonly ILogger<RedisGuard> _logger;
+    private readonly MeteringMetrics? _metrics;
     private readonly Lock _gate = new();
     private long _degradedSince;
     private long _callsWithoutRedis;
     private bool _degraded;
     private string? _configurationError;
 
-    public RedisGuard(RedisOptions options, ILogger<RedisGuard> logger)
+    public RedisGuard(RedisOptions options, ILogger<RedisGuard> logger, MeteringMetrics? metrics = null)
     {
         _logger = logger;
+        _metrics = metrics;
         var transient = new PredicateBuilder().Handle<Exception>(IsTransient);
         var builder = new ResiliencePipelineBuilder().AddTimeout(options.OperationTimeout);
         if (options.MaxRetries > 0)
@@ -109,20 +117,27 @@ public sealed partial class RedisGuard
         _ => false,
     };
 
-    public async Task<T> RunAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken)
+    /// <summary>Runs <paramref name="call"/>; <paramref name="operation"/> names it in the metrics (a constant, e.g. "check").</summary>
+    public async Task<T> RunAsync<T>(string operation, Func<Task<T>> call, CancellationToken cancellationToken)
     {
+        var started = Stopwatch.GetTimestamp();
         try
         {
             var result = await _pipeline.ExecuteAsync(
                 static async (state, token) => await state().WaitAsync(token),
                 call,
                 cancellationToken);
+            _metrics?.RecordRedisCall(operation, Stopwatch.GetElapsedTime(started));
             if (_configurationError is not null && Interlocked.Exchange(ref _configurationError, null) is not null)
             {
                 LogConfigurationErrorCleared();
             }
 
             return result;
+        }
+        catch (Exception ex) when (RecordFailure(operation, started, ex, cancellationToken))
+        {
+            throw; // not reached: the filter records the failure and lets the handlers below take it
         }
         catch (BrokenCircuitException ex)
         {
@@ -144,6 +159,17 @@ public sealed partial class RedisGuard
 
             throw new StoreUnavailableException("counter", ex);
         }
+    }
+
+    /// <summary>Records a failed call (the caller giving up is no failure of Redis); always false, as an exception filter.</summary>
+    private bool RecordFailure(string operation, long started, Exception exception, CancellationToken cancellationToken)
+    {
+        if (!(exception is OperationCanceledException && cancellationToken.IsCancellationRequested))
+        {
+            _metrics?.RecordRedisCall(operation, Stopwatch.GetElapsedTime(started), exception.GetType().Name);
+        }
+
+        return false;
     }
 
     private static string ErrorCode(string message)

@@ -8,8 +8,8 @@ namespace Metering.Storage.Redis;
 public sealed class RedisSubscriptionCache(IConnectionMultiplexer redis, RedisGuard guard, RedisOptions options) : ISubscriptionCache
 {
     public async Task<Subscription?> GetAsync(string subjectId, CancellationToken cancellationToken) =>
-        ScriptProtocol.ReadSubscription(subjectId, await guard.RunAsync(() => ScriptProtocol.GetSubscription(subjectId).RunAsync(redis.GetDatabase()), cancellationToken));
+        ScriptProtocol.ReadSubscription(subjectId, await guard.RunAsync("get_subscription", () => ScriptProtocol.GetSubscription(subjectId).RunAsync(redis.GetDatabase()), cancellationToken));
 
     public async Task PutAsync(Subscription subscription, CancellationToken cancellationToken) =>
-        await guard.RunAsync(() => ScriptProtocol.PutSubscription(subscription, options.SubscriptionTtl).RunAsync(redis.GetDatabase()), cancellationToken);
+        await guard.RunAsync("put_subscription", () => ScriptProtocol.PutSubscription(subscription, options.SubscriptionTtl).RunAsync(redis.GetDatabase()), cancellationToken);
 }

@@ -112,6 +112,82 @@ public sealed class MetricsTests
         });
     }
 
+    /// <summary>
+    /// The store instruments are recorded by the server itself: every Redis and ledger call by its guard, every group
+    /// commit, and the gauges of live holds and of the outbox by the background drain. An own database, so that the
+    /// gauges count this test's rows only; a drain every 2 s, so that a backlog stays visible between two drains.
+    /// </summary>
+    [Test]
+    public async Task StoreInstruments_AreRecordedByRealCalls()
+    {
+        var metricsPort = TcpPorts.GetFreeLoopbackPort();
+        var environment = new Dictionary<string, string>
+        {
+            ["ConnectionStrings__Postgres"] = await Servers.Instance.CreateDatabaseAsync("store_metrics"),
+            ["ConnectionStrings__Redis"] = Servers.Instance.RedisConnectionString,
+            ["Metrics__Port"] = metricsPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["Metering__OutboxDrainInterval"] = "00:00:02",
+        };
+        foreach (var (key, value) in TestKeys.Settings)
+        {
+            environment[key.Replace(":", "__", StringComparison.Ordinal)] = value!;
+        }
+
+        await using var server = await ServerProcess.StartAsync(SmokeTests.ServerDll(), environment);
+        using var channel = Channel(server.Address, TestKeys.All);
+        var metering = new MeteringService.MeteringServiceClient(channel);
+        using var http = new HttpClient();
+        var url = $"http://127.0.0.1:{metricsPort}/metrics";
+        var (a, b) = ($"store-a-{Guid.NewGuid():N}", $"store-b-{Guid.NewGuid():N}");
+
+        await metering.CheckLimitAsync(new CheckLimitRequest { SubjectId = a, Usage = { Amount(Minutes, 1) } });
+        var afterCheck = await PrometheusScrape.GetAsync(http, url);
+        await metering.TrackUsageAsync(new TrackUsageRequest { SubjectId = a, IdempotencyKey = "k1", Usage = { Amount(Minutes, 5) } });
+        var afterTrack = await PrometheusScrape.GetAsync(http, url);
+        var hold = await metering.CheckLimitAsync(new CheckLimitRequest { SubjectId = b, Usage = { Amount(Minutes, 3) }, Reserve = true });
+
+        // The gauges follow the drain: the holds counted once a second, the outbox before each drain takes its entries.
+        var liveHolds = await PollAsync(http, url, s => s.Sum("metering_holds_live") == 1);
+        var backlog = await PollAsync(http, url, s => s.Sum("metering_outbox_backlog") >= 1);
+        var drained = await PollAsync(http, url, s => s.Sum("metering_outbox_backlog") == 0);
+        await TestContext.Out.WriteLineAsync(drained.Text);
+
+        const string StoreCount = "db_client_operation_duration_seconds_count";
+        Assert.Multiple(() =>
+        {
+            Assert.That(hold.ReservationId, Is.Not.Empty, "the reserve placed a hold");
+            Assert.That(afterCheck.Sum(StoreCount, "db_system_name=redis", "db_operation_name=check"), Is.GreaterThanOrEqualTo(1), "CheckLimit's script");
+            Assert.That(afterCheck.Sum(StoreCount, "db_system_name=postgresql", "db_operation_name=get_or_enroll"), Is.GreaterThanOrEqualTo(1), "the subject enrolled");
+            Assert.That(afterCheck.Sum("db_client_operation_duration_seconds_sum", "db_system_name=redis"), Is.GreaterThan(0).And.LessThan(60));
+            Assert.That(afterCheck.Sum("metering_ledger_batch_size_count"), Is.Zero, "no usage recorded yet");
+            Assert.That(afterTrack.Sum(StoreCount, "db_system_name=postgresql", "db_operation_name=record"), Is.EqualTo(1), "TrackUsage's ledger write");
+            Assert.That(afterTrack.Sum("metering_ledger_batch_size_count"), Is.EqualTo(1), "one group commit");
+            Assert.That(afterTrack.Sum("metering_ledger_batch_size_sum"), Is.EqualTo(1), "of one event");
+            Assert.That(afterTrack.Sum("metering_ledger_commit_duration_seconds_count"), Is.EqualTo(1));
+            Assert.That(afterTrack.Sum("metering_ledger_commit_duration_seconds_sum"), Is.GreaterThan(0).And.LessThan(60));
+            Assert.That(liveHolds.Sum("metering_holds_live"), Is.EqualTo(1), "the hold of b");
+            Assert.That(backlog.Sum("metering_outbox_backlog"), Is.GreaterThanOrEqualTo(1), "the entries of the last writes, before a drain took them");
+            Assert.That(drained.Sum(StoreCount, "db_system_name=postgresql", "db_operation_name=drain_outbox"), Is.GreaterThanOrEqualTo(1));
+            Assert.That(drained.Sum("metering_store_errors_total"), Is.Zero, "no store call failed");
+        });
+    }
+
+    /// <summary>Scrapes every 100 ms until <paramref name="condition"/> holds (at most 15 s); returns the last scrape.</summary>
+    private static async Task<PrometheusScrape> PollAsync(HttpClient http, string url, Func<PrometheusScrape, bool> condition)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while (true)
+        {
+            var scrape = await PrometheusScrape.GetAsync(http, url);
+            if (condition(scrape) || DateTime.UtcNow > deadline)
+            {
+                return scrape;
+            }
+
+            await Task.Delay(100);
+        }
+    }
+
     [Test]
     public async Task Metrics_AreNotServedOnTheGrpcPort()
     {

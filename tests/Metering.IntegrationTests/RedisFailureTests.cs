@@ -115,7 +115,7 @@ public sealed class RedisFailureTests
         for (var i = 0; i < 10; i++)
         {
             var watch = Stopwatch.StartNew();
-            Assert.ThrowsAsync<Metering.Core.Errors.StoreUnavailableException>(() => guard.RunAsync(() => database.StringGetAsync("any"), CancellationToken.None));
+            Assert.ThrowsAsync<Metering.Core.Errors.StoreUnavailableException>(() => guard.RunAsync("get", () => database.StringGetAsync("any"), CancellationToken.None));
             guarded.Add(watch.Elapsed);
         }
 

@@ -67,12 +67,12 @@ public sealed class MeteringMetrics
         _ledgerCommitDuration = meter.CreateHistogram(
             "metering.ledger.commit.duration",
             unit: "s",
-            description: "Duration of ledger transactions that record usage.",
+            description: "Duration of ledger group commits (usage events and holds committed together).",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
         _ledgerBatchSize = meter.CreateHistogram(
             "metering.ledger.batch.size",
             unit: "{event}",
-            description: "Usage events committed together in one ledger transaction.",
+            description: "Writes (usage events and holds) committed together in one ledger transaction.",
             advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64, 128, 256] });
         meter.CreateObservableGauge(
             "metering.outbox.backlog", () => Volatile.Read(ref _outboxBacklog), unit: "{change}", description: "Ledger changes not yet applied to the Redis counters.");
@@ -142,7 +142,7 @@ public sealed class MeteringMetrics
     public void RecordPostgresCall(string operation, TimeSpan elapsed, string? errorType = null) =>
         RecordStoreCall("postgresql", operation, elapsed, errorType);
 
-    /// <summary>One ledger transaction that recorded <paramref name="batchSize"/> usage events.</summary>
+    /// <summary>One ledger group commit of <paramref name="batchSize"/> writes (usage events and holds).</summary>
     public void RecordLedgerCommit(TimeSpan elapsed, int batchSize)
     {
         _ledgerCommitDuration.Record(elapsed.TotalSeconds);

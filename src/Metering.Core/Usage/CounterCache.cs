@@ -41,12 +41,12 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
     {
         if (call.Unconfirmed is not { } expected)
         {
-            return await ReadAsync(call.SubjectId, lines, call.Policies(lines), cancellationToken, call.Subject.EnrolledAt);
+            return await ReadAsync(call.SubjectId, lines, call.Policies(lines), call.Subject.EnrolledAt, cancellationToken);
         }
 
         try
         {
-            return await ReadCountersAsync(call.SubjectId, lines, expected, cancellationToken) is { } readings ? Reading.Exact(readings) : null;
+            return await ReadCountersAsync(call.SubjectId, lines, expected, null, cancellationToken) is { } readings ? Reading.Exact(readings) : null;
         }
         catch (StoreUnavailableException ex) when (ex.Store == StoreUnavailableException.Counter)
         {
@@ -57,16 +57,23 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
     /// <summary>
     /// Reads every line from the counters, rebuilding missing ones from the ledger; when the counters are unavailable,
     /// from the ledger (<see cref="DegradedPolicy.Ledger"/>), failing open (<see cref="DegradedPolicy.Allow"/>) or
-    /// failing the call (<see cref="DegradedPolicy.Deny"/>), per line. With <paramref name="enrolledAt"/> (the subject
-    /// was enrolled by this call, see <see cref="Subscriptions.SubjectPlan.EnrolledAt"/>), counters the store has in no
-    /// form are created empty in the same round trip as the first read, instead of being rebuilt from the ledger.
+    /// failing the call (<see cref="DegradedPolicy.Deny"/>), per line.
     /// </summary>
-    public async Task<Reading> ReadAsync(string subjectId, IReadOnlyList<CounterLine> lines, IReadOnlyList<DegradedPolicy> policies, CancellationToken cancellationToken, long? enrolledAt = null)
+    public Task<Reading> ReadAsync(string subjectId, IReadOnlyList<CounterLine> lines, IReadOnlyList<DegradedPolicy> policies, CancellationToken cancellationToken) =>
+        ReadAsync(subjectId, lines, policies, null, cancellationToken);
+
+    /// <summary>
+    /// As the overload above. With <paramref name="enrolledAt"/> (the subject was enrolled by this call, see
+    /// <see cref="Subscriptions.SubjectPlan.EnrolledAt"/>), counters the store has in no form are created empty in the
+    /// same round trip as the first read, instead of being rebuilt from the ledger.
+    /// </summary>
+    private async Task<Reading> ReadAsync(
+        string subjectId, IReadOnlyList<CounterLine> lines, IReadOnlyList<DegradedPolicy> policies, long? enrolledAt, CancellationToken cancellationToken)
     {
         StoreUnavailableException unavailable;
         try
         {
-            return Reading.Exact((await ReadCountersAsync(subjectId, lines, null, cancellationToken, enrolledAt))!);
+            return Reading.Exact((await ReadCountersAsync(subjectId, lines, null, enrolledAt, cancellationToken))!);
         }
         catch (StoreUnavailableException ex) when (ex.Store == StoreUnavailableException.Counter)
         {
@@ -128,7 +135,7 @@ public sealed partial class CounterCache(ICounterStore counters, IUsageLedger le
 
     /// <summary>The counters' readings, rebuilding missing ones; null when <paramref name="expected"/> is not confirmed.</summary>
     private async Task<IReadOnlyList<CounterReading>?> ReadCountersAsync(
-        string subjectId, IReadOnlyList<CounterLine> lines, CacheVersions? expected, CancellationToken cancellationToken, long? enrolledAt = null)
+        string subjectId, IReadOnlyList<CounterLine> lines, CacheVersions? expected, long? enrolledAt, CancellationToken cancellationToken)
     {
         var check = new CounterCheck(subjectId, lines, expected);
         for (var rebuild = 0; ; rebuild++)
